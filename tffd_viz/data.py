@@ -232,9 +232,16 @@ def _cache_dir() -> Path:
 
 
 def _cached_arrays(source: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Return the arrays ``build()`` makes for ``source``, cached on disk by path, size and mtime."""
+    """Return the arrays ``build()`` makes for ``source``, cached on disk by path, size and mtime.
+
+    For a folder, the size and mtime of every file under it are part of the key.
+    """
     st = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode()).hexdigest()[:16]
+    stamp = f"{st.st_size}|{st.st_mtime_ns}"
+    if source.is_dir():  # a folder's own stat does not change when files in its subfolders do
+        stamp += "".join(f"|{f.relative_to(source)}:{fs.st_size}:{fs.st_mtime_ns}"
+                         for f in sorted(source.rglob("*")) if f.is_file() for fs in [f.stat()])
+    key = hashlib.sha256(f"{source.resolve()}|{stamp}|v1".encode()).hexdigest()[:16]
     path = _cache_dir() / f"{source.name}-{key}.npz"
     if path.is_file():
         try:

@@ -117,6 +117,7 @@ def extract_taps(
     x: torch.Tensor,
     taps: Sequence[str] | str | None = None,
     return_logits: bool = False,
+    clone: bool = False,
 ) -> OrderedDict[str, torch.Tensor] | tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
     """Run one forward pass and return the outputs of the tapped modules.
 
@@ -130,6 +131,10 @@ def extract_taps(
         Module names; ``None`` means :func:`default_taps`.
     return_logits : bool
         Also return the model output of the same pass (training uses this: no second forward).
+    clone : bool
+        Copy each tap when its module runs. Needed only when a later in-place op (e.g. torchvision's
+        ``ReLU(inplace=True)`` after a BatchNorm) would overwrite the tapped tensor; without it, such
+        an overwrite is detected and the taps are re-captured with copies (zoo models never need it).
 
     Returns
     -------
@@ -148,12 +153,14 @@ def extract_taps(
     names = resolve_taps(model, taps)
     modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
+    versions: dict[str, int] = {}
 
     def make_hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             tensor = _first_tensor(output)
             if tensor is not None:
-                captured[name] = tensor
+                captured[name] = tensor.clone() if clone else tensor
+                versions[name] = captured[name]._version
         return hook
 
     handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
@@ -166,6 +173,9 @@ def extract_taps(
     if missing:
         raise TapError(f"tap(s) {missing} of {type(model).__name__} did not run or returned no tensor "
                        f"on an input of shape {tuple(x.shape)}")
+    if not clone and any(captured[n]._version != versions[n] for n in names):
+        # A later in-place op overwrote a tap (its version counter moved): capture copies instead.
+        return extract_taps(model, x, names, return_logits=return_logits, clone=True)
     out = OrderedDict((n, captured[n]) for n in names)
     if return_logits:
         return _first_tensor(logits), out
