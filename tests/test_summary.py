@@ -1,0 +1,69 @@
+"""Tests of tffd_viz.summary: card tables, disagreements, seed groups, checkpoint rows."""
+
+import statistics
+
+import torch
+
+from tffd_viz.checkpoints import empty_card
+from tffd_viz.summary import (
+    CARD_ROWS,
+    card_table,
+    checkpoint_rows,
+    config_name,
+    disagreements,
+    markdown_table,
+    seed_groups,
+)
+
+
+def _card(**kw):
+    card = empty_card()
+    card.update(kw)
+    return card
+
+
+def test_card_table_side_by_side():
+    a = _card(arch="resnet8", method="baseline", final_acc=97.5, pairs=[["layer1", "layer2"]])
+    b = _card(arch="resnet8", method="tffd", lambda_intra=8e-4, final_acc=98.0)
+    df = card_table({"A": a, "B": b}, names={"A": "base", "B": "tffd"})
+    assert list(df.columns) == ["", "A: base", "B: tffd"]
+    assert len(df) == len(CARD_ROWS)
+    row = dict(zip(df[""], df["B: tffd"]))
+    assert row["method"] == "tffd" and row["λ intra"] == "0.0008" and row["final test top-1 (%)"] == "98"
+    assert dict(zip(df[""], df["A: base"]))["pairs (inter)"] == "layer1->layer2"
+    assert dict(zip(df[""], df["A: base"]))["λ intra"] == "—"
+
+
+def test_disagreements_orders_one_right_first():
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    pa = torch.tensor([0, 9, 2, 7, 4])
+    pb = torch.tensor([0, 1, 8, 6, 4])
+    # position 1: B right; 2: A right; 3: both wrong and different
+    assert disagreements(pa, pb, labels).tolist() == [1, 2, 3]
+    assert disagreements(pa, pa, labels).numel() == 0
+
+
+def test_seed_groups_mean_and_spread():
+    cards = [_card(dataset="digits", arch="resnet8", method="baseline", seed=s, final_acc=acc, recipe="digits")
+             for s, acc in ((0, 97.0), (1, 98.0), (2, 96.0))]
+    cards.append(_card(dataset="digits", arch="resnet8", method="tffd", lambda_intra=1.0, lambda_inter=0.1, seed=0,
+                       final_acc=99.0, recipe="digits"))
+    rows = seed_groups([(f"f{i}", c) for i, c in enumerate(cards)])
+    assert len(rows) == 1  # the single-seed tffd config is left out
+    r = rows[0]
+    assert r["n"] == 3 and r["seeds"] == [0, 1, 2]
+    assert abs(r["mean_acc"] - 97.0) < 1e-12
+    assert abs(r["std_acc"] - statistics.stdev([97.0, 98.0, 96.0])) < 1e-12
+    assert "λ" in config_name(cards[-1]) and "λ" not in config_name(cards[0])
+
+
+def test_checkpoint_rows_and_markdown():
+    hist = [{"intra": {"layer1": 0.5, "layer2": 0.3}, "inter": {"layer1->layer2": 0.2}},
+            {"intra": {"layer1": 0.2, "layer2": 0.4}, "inter": {"layer1->layer2": 0.1}}]
+    rows = checkpoint_rows([("checkpoints/x.safetensors", _card(arch="resnet8", history=hist, final_acc=90.0))])
+    assert rows[0]["file"] == "x.safetensors"
+    assert abs(rows[0]["mean_intra"] - 0.3) < 1e-12 and abs(rows[0]["mean_inter"] - 0.1) < 1e-12
+    md = markdown_table(rows, ["file", "arch", "final_acc", "mean_intra", "seed"])
+    lines = md.strip().splitlines()
+    assert lines[0] == "| file | arch | final_acc | mean_intra | seed |"
+    assert lines[2] == "| x.safetensors | resnet8 | 90 | 0.3 | — |"

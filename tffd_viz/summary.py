@@ -1,0 +1,154 @@
+"""Small tables that summarise models for the app and the report: cards, disagreements, seeds."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["CARD_ROWS", "card_table", "checkpoint_rows", "config_name", "disagreements", "markdown_table", "seed_groups"]
+
+# Card entries shown side by side (key, label), in this order.
+CARD_ROWS: tuple[tuple[str, str], ...] = (
+    ("arch", "architecture"), ("dataset", "dataset"), ("num_classes", "classes"), ("in_chans", "input channels"),
+    ("method", "method"), ("lambda_intra", "λ intra"), ("lambda_inter", "λ inter"), ("taps", "stages (intra)"),
+    ("pairs", "pairs (inter)"), ("recipe", "recipe"), ("epochs", "epochs"), ("warmup", "warm-up epochs"),
+    ("seed", "seed"), ("final_acc", "final test top-1 (%)"), ("best_acc", "best test top-1 (%)"),
+    ("train_seconds", "training time (s)"), ("device", "trained on"), ("source_format", "file format"),
+    ("sha256", "sha256"),
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join("->".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value)
+    text = str(value)
+    return text[:16] + "…" if len(text) == 64 and re.fullmatch(r"[0-9a-f]+", text) else text
+
+
+def card_table(cards: Mapping[str, Mapping], names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Return the model cards side by side: one row per card entry, one column per model.
+
+    Parameters
+    ----------
+    cards : mapping model key -> card dict
+    names : mapping model key -> display name (column header ``"A: name"``)
+    """
+    names = names or {}
+    table = {"": [label for _, label in CARD_ROWS]}
+    for key, card in cards.items():
+        header = f"{key}: {names[key]}" if key in names and names[key] != key else key
+        table[header] = [_cell(card.get(k)) for k, _ in CARD_ROWS]
+    return pd.DataFrame(table)
+
+
+def disagreements(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Return the batch positions where A and B predict different classes, wrong-for-both last.
+
+    Parameters
+    ----------
+    pred_a, pred_b, labels : Tensor (n,) int64
+
+    Returns
+    -------
+    LongTensor (m,)
+        Positions with ``pred_a != pred_b``: first those where exactly one model is right, then the rest.
+    """
+    differ = pred_a != pred_b
+    one_right = differ & ((pred_a == labels) | (pred_b == labels))
+    both_wrong = differ & ~one_right
+    return torch.cat([one_right.nonzero().flatten(), both_wrong.nonzero().flatten()])
+
+
+def config_name(card: Mapping) -> str:
+    """Name a training configuration by everything but its seed (arch, dataset, method, lambdas, recipe)."""
+    parts = [str(card.get("dataset")), str(card.get("arch")), str(card.get("method"))]
+    if card.get("method") == "tffd":
+        parts.append(f"λ={card.get('lambda_intra'):g}/{card.get('lambda_inter'):g}")
+    if card.get("recipe"):
+        parts.append(str(card.get("recipe")))
+    return " ".join(parts)
+
+
+def seed_groups(shipped: Iterable[Sequence]) -> list[dict]:
+    """Return one row per configuration that ships with several seeds: mean and spread of the test accuracy.
+
+    Parameters
+    ----------
+    shipped : iterable of (path, card, ...) tuples (as listed from ``checkpoints/``)
+
+    Returns
+    -------
+    list of dict
+        ``{config, seeds, n, mean_acc, std_acc, min_acc, max_acc, accs}`` for configurations with at least two seeds.
+    """
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for item in shipped:
+        card = item[1]
+        if card.get("final_acc") is None or card.get("seed") is None:
+            continue
+        groups.setdefault(config_name(card), []).append((int(card["seed"]), float(card["final_acc"])))
+    rows = []
+    for name, runs in sorted(groups.items()):
+        if len(runs) < 2:
+            continue
+        runs.sort()
+        accs = [a for _, a in runs]
+        rows.append({"config": name, "seeds": [s for s, _ in runs], "n": len(runs),
+                     "mean_acc": float(np.mean(accs)), "std_acc": float(statistics.stdev(accs)),
+                     "min_acc": min(accs), "max_acc": max(accs), "accs": accs})
+    return rows
+
+
+def _final_mean(history: Sequence[Mapping] | None, family: str) -> float | None:
+    if not history:
+        return None
+    values = [v for v in (history[-1].get(family) or {}).values() if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
+    """Return one row per checkpoint for the ``checkpoints/README.md`` table.
+
+    Parameters
+    ----------
+    shipped : iterable of (path, card, ...) tuples
+
+    Returns
+    -------
+    list of dict
+        ``file, arch, dataset, method, lambda_intra, lambda_inter, recipe, epochs, seed, final_acc, best_acc,
+        mean_intra, mean_inter, train_seconds`` where the means are over the terms of the last epoch's history.
+    """
+    rows = []
+    for item in shipped:
+        path, card = str(item[0]), item[1]
+        history = card.get("history")
+        rows.append({
+            "file": path.rsplit("/", 1)[-1], "arch": card.get("arch"), "dataset": card.get("dataset"),
+            "method": card.get("method"), "lambda_intra": card.get("lambda_intra"),
+            "lambda_inter": card.get("lambda_inter"), "recipe": card.get("recipe"), "epochs": card.get("epochs"),
+            "seed": card.get("seed"), "final_acc": card.get("final_acc"), "best_acc": card.get("best_acc"),
+            "mean_intra": _final_mean(history, "intra"), "mean_inter": _final_mean(history, "inter"),
+            "train_seconds": card.get("train_seconds"),
+        })
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """Return rows as a GitHub markdown table (floats with 4 significant digits, ``None`` as a dash)."""
+    if not rows:
+        return "(none)\n"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
