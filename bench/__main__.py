@@ -1,0 +1,123 @@
+"""Command line: ``python -m bench [NAME ...] [options]``; ``python -m bench report``.
+
+Examples
+--------
+``python -m bench``                          every benchmark, then ``BENCHMARKS.md``
+``python -m bench train_step cka``           two of them
+``python -m bench --quick --out /tmp/b``     smoke run of all (tiny sizes, not a measurement)
+``python -m bench cka --device cuda``        on a GPU (result ``bench/results/cka-cuda.json``)
+``python -m bench report``                   render ``BENCHMARKS.md`` from ``bench/results/*.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import BENCHMARKS, load_benchmark
+from bench.common import RESULTS_DIR, Options, command_line, write_result
+
+REPORT = "report"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (common options, then settings that override a benchmark's defaults)."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"benchmarks to run ({', '.join(BENCHMARKS)}) or '{REPORT}'; none: all, then the report")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement")
+    p.add_argument("--device", default="auto", help="auto (cuda where available), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2; 0: torch's default)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"folder for the result JSON files (default {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])})")
+    p.add_argument("--results", type=Path, default=None, help="report: folder of result files (default --out)")
+    p.add_argument("--output", type=Path, default=None, help="report: Markdown file (default BENCHMARKS.md)")
+    p.add_argument("--no-report", action="store_true", help="do not render BENCHMARKS.md after running all")
+    g = p.add_argument_group("settings (each overrides the default of the benchmarks that have it)")
+    g.add_argument("--repeats", type=int, help="timed repetitions")
+    g.add_argument("--warmup", type=int, help="untimed warm-up calls")
+    g.add_argument("--batch-size", type=int, help="batch size (train_step, extract, scaling)")
+    g.add_argument("--n-images", type=int, help="images (cka)")
+    g.add_argument("--minibatch", type=int, help="minibatch size of the streaming CKA (cka, scaling)")
+    g.add_argument("--sizes", type=_int_list, help="image counts, e.g. 1000,2000,5000,10000 (scaling)")
+    g.add_argument("--pool", choices=("avg", "max", "flatten", "none"), help="feature reduction (cka, scaling)")
+    g.add_argument("--images", choices=("auto", "cifar10", "digits"), help="image source (cka, scaling)")
+    g.add_argument("--data-root", help="CIFAR data root (default $TFFD_DATA, else ../shared/data)")
+    g.add_argument("--arch", help="model architecture (default resnet20)")
+    g.add_argument("--teacher", help="teacher architecture (train_step; default resnet110)")
+    g.add_argument("--formats", type=_str_list, help="memory formats, e.g. channels_last,contiguous (train_step)")
+    g.add_argument("--page", help="app page file to time, e.g. app_pages/cka.py (app_latency; default: start page)")
+    return p
+
+
+_SETTING_KEYS = ("repeats", "warmup", "batch_size", "n_images", "minibatch", "sizes", "pool", "images", "data_root",
+                 "arch", "teacher", "formats", "page")
+
+
+def render_report(results: Path, output: Path) -> Path:
+    """Render ``output`` from the result files in ``results`` (imported lazily)."""
+    from bench.report import write_report
+
+    return write_report(results, output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks named in ``argv``; return the exit status (1 if any failed)."""
+    args = build_parser().parse_args(argv)
+    names = list(args.names)
+    unknown = [n for n in names if n != REPORT and n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} or '{REPORT}'", file=sys.stderr)
+        return 2
+    run_all = not names
+    to_run = list(BENCHMARKS) if run_all else [n for n in names if n != REPORT]
+    out = args.out or RESULTS_DIR
+    overrides = {k: getattr(args, k) for k in _SETTING_KEYS if getattr(args, k) is not None}
+    opts = Options(quick=args.quick, device=args.device, threads=args.threads or None, out=out,
+                   overrides=overrides, command=command_line() if argv is None else "python -m bench " + " ".join(argv))
+    failed: list[str] = []
+    for name in to_run:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            result = load_benchmark(name).run(opts)
+        except Exception:  # one broken benchmark must not stop the others
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        path = write_result(result, out)
+        status = result.get("status", "ok")
+        targets = ", ".join(f"{t['name']}: {'PASS' if t['passed'] else 'MISS' if t['passed'] is False else 'n/a'}"
+                            for t in result["targets"])
+        bad = [c["name"] for c in result["checks"] if not c["ok"]]
+        print(f"[bench] {name}: {status}, {time.perf_counter() - t0:.1f} s -> {path}"
+              + (f"\n        targets: {targets}" if targets else "")
+              + (f"\n        FAILED CHECKS: {bad}" if bad else ""), file=sys.stderr, flush=True)
+        if bad:
+            failed.append(name)
+    if REPORT in names or (run_all and not args.no_report and not args.quick):
+        path = render_report(args.results or out, args.output or Path(RESULTS_DIR.parents[1] / "BENCHMARKS.md"))
+        print(f"[bench] report -> {path}", file=sys.stderr)
+    if failed:
+        print(f"[bench] failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""Shared machinery of the benchmarks: options, machine description, timing, peak memory, result files.
+
+Every benchmark module exposes ``NAME``, ``TITLE``, ``DEFAULTS`` and ``QUICK`` (setting dicts) and
+``run(opts: Options) -> dict``; the dict it returns is the result payload (:func:`new_result` builds its
+skeleton) and :func:`write_result` stores it as ``<out>/<name>.json`` (``<name>-cuda.json`` on a GPU).
+
+Measurement rules used throughout:
+
+* times are wall-clock ``time.perf_counter`` around one call, with ``torch.cuda.synchronize`` before and
+  after on a GPU; variants are timed alternately (round robin) after warm-up calls, and reported as the
+  median with the inter-quartile range (q1, q3 by linear interpolation) of the samples;
+* peak memory is measured on a separate (untimed) call: on the CPU as the peak resident set size above
+  the resident set size just before the call (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
+  where that reset is refused, a 1 ms sampling thread reading ``/proc/self/statm``), after ``gc.collect``
+  and glibc ``malloc_trim(0)`` so memory freed by earlier calls is not silently reused; on a GPU as
+  ``torch.cuda.max_memory_allocated`` above the allocation before the call. ``tracemalloc`` is not used:
+  it does not see torch's allocations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "REPO_ROOT", "RESULTS_DIR", "Options", "settings_for", "resolve_device", "configure_threads", "machine_info",
+    "sync", "time_call", "alternate", "summary", "peak_memory", "MemoryProbe", "new_result", "target", "check",
+    "write_result", "result_path", "default_data_root", "command_line", "column", "table",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# options and settings
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """Options shared by every benchmark.
+
+    Attributes
+    ----------
+    quick : bool
+        Tiny sizes (smoke runs and tests); results are flagged ``"quick": true`` and are not measurements.
+    device : {"auto", "cpu", "cuda"} or "cuda:N"
+        ``auto``: cuda where available, else cpu.
+    threads : int or None
+        ``torch.set_num_threads`` for the run (None: leave torch's default).
+    out : Path
+        Folder the result JSON goes to.
+    overrides : dict
+        Settings given on the command line (only keys a benchmark's ``DEFAULTS`` has are used).
+    command : str
+        The command line recorded in the result.
+    """
+
+    quick: bool = False
+    device: str = "auto"
+    threads: int | None = 2
+    out: Path = RESULTS_DIR
+    overrides: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+
+def settings_for(defaults: Mapping[str, Any], quick_values: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    """Return the settings of one benchmark: ``defaults`` <- ``quick_values`` (in quick mode) <- overrides.
+
+    Overrides whose key is not among ``defaults`` (options of other benchmarks) are ignored.
+    """
+    values = dict(defaults)
+    if opts.quick:
+        values.update(quick_values)
+    for key, value in opts.overrides.items():
+        if key in values and value is not None:
+            values[key] = value
+    return values
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> cuda where available else cpu; an explicit cuda request without CUDA is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec!r} asked for CUDA but torch.cuda.is_available() is False here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be one of {DEVICE_CHOICES} (or cuda:N), got {spec!r}")
+    return device
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set ``torch.set_num_threads`` (benchmarks only; never library code) and return the count in force."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def default_data_root() -> str | None:
+    """``$TFFD_DATA``, else ``../shared/data`` beside the checkout when it exists, else None."""
+    env = os.environ.get("TFFD_DATA")
+    if env:
+        return env
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
+
+
+def command_line() -> str:
+    """The command that started this process, as typed (``python -m bench cka --quick``)."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if argv and os.path.basename(argv[0]).startswith("python"):
+        argv[0] = "python"
+    return shlex.join(argv)
+
+
+# --------------------------------------------------------------------------------------------------
+# machine
+# --------------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
+    return found.group(1).strip() if found else (platform.processor() or platform.machine())
+
+
+def _git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _memory_total_gib() -> float | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemTotal:\s+(\d+) kB", text, flags=re.MULTILINE)
+    return round(int(found.group(1)) / 2**20, 1) if found else None
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Describe where the numbers come from: CPU model and cores, memory, versions, threads, GPU name."""
+    import numpy as np
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_usable": usable,
+        "memory_gib": _memory_total_gib(), "load_avg_1m": round(load[0], 2) if load else None,
+        "platform": platform.platform(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
+        "device": str(device), "device_name": device_label(device), "git": _git_commit(),
+    }
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def device_label(device: torch.device) -> str:
+    """``torch.cuda.get_device_name`` on a GPU, else ``cpu (<model>)``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({_cpu_model()})"
+
+
+# --------------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes, synchronised on a GPU."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def alternate(fns: Mapping[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
+              ) -> dict[str, list[float]]:
+    """Time every variant ``repeats`` times, round robin, after ``warmup`` untimed calls of each.
+
+    Returns
+    -------
+    dict[str, list[float]]
+        Variant name -> ``repeats`` seconds, in call order.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(time_call(fn, device))
+    return samples
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summary(samples: Iterable[float]) -> dict[str, Any]:
+    """Median, q1, q3, IQR, min, max and count of timing samples (seconds), plus the samples themselves.
+
+    Raises
+    ------
+    ValueError
+        For an empty sample list.
+    """
+    values = [float(v) for v in samples]
+    if not values:
+        raise ValueError("summary() needs at least one sample")
+    ordered = sorted(values)
+    q1, q3 = _quantile(ordered, 0.25), _quantile(ordered, 0.75)
+    return {"median": statistics.median(values), "q1": q1, "q3": q3, "iqr": q3 - q1, "min": ordered[0],
+            "max": ordered[-1], "n": len(values), "samples": [round(v, 6) for v in values]}
+
+
+# --------------------------------------------------------------------------------------------------
+# peak memory
+# --------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", text, flags=re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim_heap() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class MemoryProbe:
+    """Context manager measuring the peak memory of its body (see the module docstring for the method).
+
+    After the ``with`` block, ``probe.result`` holds ``{"peak_bytes", "method", "baseline_bytes"}``
+    (``peak_bytes`` is the rise above the memory in use at entry; None where nothing could be read).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.result: dict[str, Any] = {}
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sampled_peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            rss = _rss_bytes() or 0
+            self._sampled_peak = max(self._sampled_peak, rss)
+            time.sleep(0.001)
+
+    def __enter__(self) -> MemoryProbe:
+        _trim_heap()
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = _rss_bytes() or 0
+        self._hwm = _reset_hwm() and _status_kib("VmHWM") is not None
+        if not self._hwm:
+            self._sampled_peak = self._base
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            sync(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) - self._base
+            self.result = {"peak_bytes": int(peak), "baseline_bytes": int(self._base),
+                           "method": "torch.cuda.max_memory_allocated above the allocation before the call"}
+            return
+        if self._hwm:
+            hwm = (_status_kib("VmHWM") or 0) * 1024
+            self.result = {"peak_bytes": max(0, hwm - self._base), "baseline_bytes": self._base,
+                           "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) above RSS before the call"}
+            return
+        self._stop.set()
+        assert self._sampler is not None
+        self._sampler.join()
+        self.result = {"peak_bytes": max(0, self._sampled_peak - self._base), "baseline_bytes": self._base,
+                       "method": "peak RSS sampled every 1 ms (/proc/self/statm) above RSS before the call"}
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """Call ``fn`` once under a :class:`MemoryProbe`; return ``(fn's value, probe result)``."""
+    with MemoryProbe(device) as probe:
+        value = fn()
+    return value, probe.result
+
+
+# --------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------
+
+
+def column(key: str, label: str, fmt: str = "g") -> dict[str, str]:
+    """A table column: row key, header, and format (see :mod:`bench.report`'s ``FORMATS``)."""
+    return {"key": key, "label": label, "fmt": fmt}
+
+
+def table(title: str, columns: list[dict[str, str]], rows: list[dict[str, Any]], note: str = "") -> dict[str, Any]:
+    """A table of a result: rendered by ``python -m bench report`` as one Markdown table."""
+    return {"title": title, "columns": columns, "rows": rows, "note": note}
+
+
+def target(name: str, value: float | None, op: str, threshold: float, note: str = "", fmt: str = "ratio"
+           ) -> dict[str, Any]:
+    """A target line: ``value op threshold`` (``op`` one of ``<=``, ``>=``, ``<``, ``>``); ``passed`` None if no value.
+
+    ``fmt`` is how the report formats value and threshold (a key of :data:`bench.report.FORMATS`).
+    """
+    ops: dict[str, Callable[[float, float], bool]] = {
+        "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
+    }
+    if op not in ops:
+        raise ValueError(f"target op must be one of {sorted(ops)}, got {op!r}")
+    passed = None if value is None else bool(ops[op](float(value), float(threshold)))
+    return {"name": name, "value": value, "op": op, "threshold": threshold, "passed": passed, "note": note,
+            "fmt": fmt}
+
+
+def check(name: str, ok: bool, value: Any = None, note: str = "") -> dict[str, Any]:
+    """An equality/sanity check recorded in a result (tests assert ``ok``)."""
+    return {"name": name, "ok": bool(ok), "value": value, "note": note}
+
+
+def new_result(name: str, title: str, opts: Options, device: torch.device, settings: Mapping[str, Any]
+               ) -> dict[str, Any]:
+    """The skeleton every benchmark fills: identity, machine, settings, and empty tables/targets/checks."""
+    return {
+        "benchmark": name, "title": title, "quick": bool(opts.quick), "status": "ok",
+        "command": opts.command or command_line(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "machine": machine_info(device), "settings": dict(settings),
+        "tables": [], "targets": [], "checks": [], "notes": [],
+    }
+
+
+def result_path(name: str, device: torch.device | str, out: Path) -> Path:
+    """``<out>/<name>.json`` on the CPU, ``<out>/<name>-cuda.json`` on a GPU."""
+    kind = torch.device(device).type
+    return Path(out) / (f"{name}.json" if kind == "cpu" else f"{name}-{kind}.json")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def write_result(result: Mapping[str, Any], out: Path) -> Path:
+    """Write ``result`` as indented JSON to :func:`result_path` and return the path."""
+    path = result_path(result["benchmark"], result["machine"]["device"], out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    tmp.replace(path)
+    return path
