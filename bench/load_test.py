@@ -195,14 +195,30 @@ async def read_overview(page: Any) -> dict[str, Any]:
     shown["heading"] = match.group(0) if match else None
     # the confusion matrices as drawn: plotly keeps each figure's data on its div
     figures = await page.locator(".js-plotly-plot").evaluate_all(
-        """els => els.map(el => ({
-            title: String((el.layout && el.layout.title && (el.layout.title.text || el.layout.title)) || ""),
-            z: (el.data && el.data[0] && el.data[0].z) ? Array.from(el.data[0].z, r => Array.from(r)) : null}))""")
+        """els => els.map(el => {
+            const z = el.data && el.data[0] ? el.data[0].z : null;
+            const title = el._fullLayout && el._fullLayout.title ? el._fullLayout.title.text : "";
+            return {title: String(title || ""),
+                    z: z && z.bdata ? {dtype: z.dtype, bdata: z.bdata, shape: String(z.shape)}
+                       : (z ? Array.from(z, r => Array.from(r)) : null)};
+        })""")
     for fig in figures:
-        found = re.match(r"Confusion matrix, ([AB])\b", fig["title"])
+        found = re.search(r"Confusion matrix, ([AB])\b", re.sub(r"<[^>]+>", "", fig["title"]))
         if found and fig["z"] is not None:
-            shown[f"confusion {found.group(1)}"] = [[int(v) for v in row] for row in fig["z"]]
+            shown[f"confusion {found.group(1)}"] = plotly_matrix(fig["z"])
     return shown
+
+
+def plotly_matrix(z: Any) -> list[list[int]]:
+    """A heatmap's ``z`` as integer rows: plotly sends numpy arrays as base64 ``{dtype, bdata, shape}``."""
+    if isinstance(z, dict):
+        import base64
+
+        import numpy as np
+
+        shape = tuple(int(s) for s in z["shape"].split(","))
+        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).reshape(shape).tolist()
+    return [[int(v) for v in row] for row in z]
 
 
 async def visit(context: Any, plan: Plan, round_: int, port: int, timeout: float) -> Result:

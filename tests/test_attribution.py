@@ -263,3 +263,30 @@ def test_errors(tiny, images):
         integrated_gradients_raw(tiny, images, baseline="noise")
     with pytest.raises(DataError, match="N, C, H, W"):
         gradcam_maps(tiny, images[0], layer="act2")
+
+
+def test_selected_attribution_maps_equal_maps_of_the_rows(tiny, images):
+    from tffd_viz.attribution import ATTRIBUTION_MAPS, selected_attribution_maps
+
+    assert set(ATTRIBUTION_MAPS) == {"gradcam", "integrated_gradients"}
+    snap = _snapshot(tiny)
+    rows = [3, 0]
+    got = selected_attribution_maps(tiny, images, rows, layer="act2")
+    torch.testing.assert_close(got, gradcam_maps(tiny, images[rows], layer="act2"), rtol=0, atol=0)
+    labels = torch.tensor([2, 1, 0, 1, 2])
+    got = selected_attribution_maps(tiny, images, rows, labels=labels, layer="act2")
+    torch.testing.assert_close(got, gradcam_maps(tiny, images[rows], target=labels[rows], layer="act2"),
+                               rtol=0, atol=0)
+    got = selected_attribution_maps(tiny, images, (1,), method="integrated_gradients", labels=labels, n_steps=8)
+    expected = integrated_gradients_maps(tiny, images[[1]], target=labels[[1]], n_steps=8)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert got.shape == (1, 16, 16)
+    _assert_untouched(tiny, snap)
+    with pytest.raises(TffdVizError, match="unknown attribution method 'lime'"):
+        selected_attribution_maps(tiny, images, [0], method="lime")
+    with pytest.raises(DataError, match=r"rows in \[0, 5\).*got \[5\]"):
+        selected_attribution_maps(tiny, images, [5], layer="act2")
+    with pytest.raises(DataError, match="non-empty"):
+        selected_attribution_maps(tiny, images, [], layer="act2")
+    with pytest.raises(DataError, match=r"labels must have shape \(5,\)"):
+        selected_attribution_maps(tiny, images, [0], labels=labels[:3], layer="act2")

@@ -145,3 +145,55 @@ def test_probe_table_rows():
     assert rows[0] == {"tap": "layer1", **linear_probe_accuracy(feats["layer1"], y, seed=1)}
     with pytest.raises(TffdVizError, match="empty"):
         probe_table({}, y)
+
+
+# --------------------------------------------------------------------------------------------------
+# models over images: layer_embedding, layer_probe_table
+# --------------------------------------------------------------------------------------------------
+
+
+def _zoo_model_and_batch(n: int = 40):
+    from tffd_viz.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=4, in_chans=1).eval()
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(n) % 4
+    images = torch.randn(n, 1, 16, 16, generator=g) + labels.view(-1, 1, 1, 1).float()
+    return model, images, labels
+
+
+def test_layer_embedding_equals_pca_of_pooled_features():
+    from tffd_viz.embeddings import LABELLED_EMBEDDINGS, layer_embedding
+    from tffd_viz.features import extract_features
+
+    model, images, _ = _zoo_model_and_batch()
+    coords, axes = layer_embedding(model, images, "layer2", batch_size=16)
+    pooled = extract_features(model, images, ["layer2"])["layer2"].double().mean(dim=(2, 3))
+    expected, ratio = pca_embedding(pooled.numpy())
+    np.testing.assert_allclose(coords, expected, rtol=0, atol=1e-5)
+    assert axes == (f"PC 1 ({100 * ratio[0]:.1f} % of variance)", f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+    first, _ = layer_embedding(model, images, "layer2", max_samples=10)
+    np.testing.assert_allclose(first, pca_embedding(pooled[:10].numpy())[0], rtol=0, atol=1e-5)
+    # t-SNE goes through the same extraction (its values are tested above; one run costs seconds)
+    tsne, tsne_axes = layer_embedding(model, images, "layer3", method="tsne", max_samples=12, perplexity=3.0)
+    assert tsne.shape == (12, 2) and np.isfinite(tsne).all() and tsne_axes == ("t-SNE 1", "t-SNE 2")
+    assert set(LABELLED_EMBEDDINGS) == set(EMBEDDINGS)
+    with pytest.raises(TffdVizError, match="unknown embedding method 'umap'"):
+        layer_embedding(model, images, "layer2", method="umap")
+    with pytest.raises(TffdVizError, match="max_samples must be at least 2, got 1"):
+        layer_embedding(model, images, "layer2", max_samples=1)
+
+
+def test_layer_probe_table_equals_probe_table_of_pooled_taps():
+    from tffd_viz.embeddings import layer_probe_table
+    from tffd_viz.features import extract_features
+
+    model, images, labels = _zoo_model_and_batch()
+    rows = layer_probe_table(model, images, labels, seed=3)
+    expected = probe_table(extract_features(model, images, pool="avg"), labels, seed=3)
+    assert [r["tap"] for r in rows] == ["layer1", "layer2", "layer3"]
+    assert rows == expected
+    spatial = {t: f for t, f in extract_features(model, images).items()}
+    assert rows == probe_table(spatial, labels, seed=3)  # pooling inside equals pooling before
+    assert [r["tap"] for r in layer_probe_table(model, images, labels, taps=["layer3"])] == ["layer3"]

@@ -21,6 +21,7 @@ from tffd_viz.features import (
     iter_tap_batches,
     model_device,
     predict_logits,
+    prediction_summary,
 )
 from tffd_viz.models import create_model, extract_taps
 
@@ -246,6 +247,24 @@ def test_confusion_matrix_against_loop() -> None:
         confusion_matrix(torch.tensor([5]), torch.tensor([0]), 5)
     with pytest.raises(DataError, match="logits.argmax"):
         confusion_matrix(torch.randn(3, 5), torch.tensor([0, 1, 2]), 5)
+
+
+def test_prediction_summary_against_restatement() -> None:
+    model, x = _model(), _images(12)
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 10, (12,), generator=gen)
+    with torch.no_grad():
+        ref_pred = model(x).argmax(1)
+    out = prediction_summary(model, x, labels, batch_size=5)
+    assert out["n"] == 12 and torch.equal(out["pred"], ref_pred)
+    assert out["accuracy"] == pytest.approx(100.0 * sum(int(p == t) for p, t in zip(ref_pred, labels)) / 12)
+    ref_cm = torch.zeros(10, 10, dtype=torch.long)
+    for p, t in zip(ref_pred.tolist(), labels.tolist()):
+        ref_cm[t, p] += 1
+    assert torch.equal(out["confusion"], ref_cm)
+    assert prediction_summary(model, x, labels, num_classes=12)["confusion"].shape == (12, 12)
+    with pytest.raises(DataError, match="12 rows but labels has 3"):
+        prediction_summary(model, x, labels[:3])
 
 
 # --------------------------------------------------------------------------------------------------

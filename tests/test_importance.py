@@ -33,6 +33,7 @@ from tffd_viz.importance import (
     register_criterion,
     salient_split,
     split_stability,
+    tap_rank_stability,
     tap_rankings,
     taylor_scores,
 )
@@ -433,3 +434,29 @@ def test_split_stability_matches_band_resamples() -> None:
         warnings.simplefilter("error")
         with pytest.raises(TffdVizError, match="ci must lie in"):
             bootstrap_rank_band(f, ci=1.0)
+
+
+def test_tap_rank_stability_equals_band_and_split_on_extracted_features() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_chans=1).eval()
+    x = torch.randn(10, 1, 32, 32, generator=torch.Generator().manual_seed(9))
+    out = tap_rank_stability(model, x, "layer2", n_boot=30, seed=5, ci=0.8, batch_size=4)
+    f = extract_features(model, x, ["layer2"])["layer2"]
+    band = bootstrap_rank_band(f, n_boot=30, seed=5, ci=0.8)
+    split = split_stability(f, n_boot=30, seed=5)
+    for key, value in {**band, **split}.items():
+        np.testing.assert_allclose(np.asarray(out[key], dtype=float), np.asarray(value, dtype=float),
+                                   rtol=1e-6, atol=1e-9, err_msg=key)
+    assert out["tap"] == "layer2" and out["criterion"] == "tffd" and out["ci"] == 0.8
+    assert out["rank"].shape == (32,)
+    k = 16
+    ranks = band["boot_ranks"]
+    for ch in range(32):
+        in_salient = out["rank"][ch] < k
+        ref = np.mean((ranks[:, ch] < k) == in_salient)
+        assert out["p_same_half"][ch] == pytest.approx(ref)
+    assert out["mean_width"] == pytest.approx(float(np.mean(band["upper"] - band["lower"])))
+    with pytest.raises(TapError):
+        tap_rank_stability(model, x, "nope", n_boot=5)
+    with pytest.raises(TffdVizError, match="needs the model"):
+        tap_rank_stability(model, x, "layer2", criterion="taylor", n_boot=5)

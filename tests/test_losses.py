@@ -425,3 +425,22 @@ def test_shape_errors_are_tap_errors() -> None:
         intra_fd(torch.ones(4, 4))
     with pytest.raises(TapError):
         inter_fd(torch.ones(2, 3, 4, 4), torch.ones(1, 3, 4, 4))
+
+
+def test_saliency_fn_replaces_the_ordering_everywhere(resnet20_feats) -> None:
+    # An external saliency (e.g. averaged over data-parallel ranks) decides the channel order.
+    f = resnet20_feats[1]
+    other = post_relu(4, 32, 16, 16, seed=11)  # "another rank's batch"
+    pooled = lambda t: (channel_saliency(t) + channel_saliency(other)) / 2  # noqa: E731
+    order = ref_order([(a + b) / 2 for a, b in zip(ref_saliency(f), ref_saliency(other))])
+    assert order != ref_order(ref_saliency(f))  # the test is only meaningful if the orders differ
+    assert salient_order(f, pooled).tolist() == order
+    assert close(intra_fd(f, saliency_fn=pooled), ref_intra(f, order))
+    intra, _ = tffd_terms(resnet20_feats, stages=[1], pairs=[], saliency_fn=pooled)
+    assert close(intra["1"], ref_intra(f, order))
+    out = TfFD(1.0, 0.0, stages=[1], pairs=[], saliency_fn=pooled)(resnet20_feats)
+    assert close(out.total, ref_intra(f, order))
+    # default (None) is the local saliency
+    assert close(TfFD(1.0, 0.0, stages=[1], pairs=[])(resnet20_feats).total, ref_intra(f))
+    with pytest.raises(TapError, match=r"shape \(32,\)"):
+        intra_fd(f, saliency_fn=lambda t: channel_saliency(t)[:5])

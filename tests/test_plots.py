@@ -61,6 +61,7 @@ def _cases() -> dict[str, go.Figure]:
         "saliency_bars": P.saliency_bars_figure({"A": rng.random(6), "B": torch.rand(6)}, tap="layer1"),
         "rank_agreement": P.rank_agreement_figure(np.eye(3), ["tffd", "l1", "taylor"]),
         "rank_band": P.rank_band_figure(np.arange(1, 7), np.arange(1, 7) - 1, np.arange(1, 7) + 1),
+        "split_stability": P.split_stability_figure({"A": {"rank": np.arange(6), "p_salient": np.linspace(1, 0, 6)}}),
         "terms_bar": P.terms_bar_figure({"A": {"intra": {"layer1": 0.1}}, "B": {"intra": {"layer1": 0.05}}}),
         "weighted_contributions": P.weighted_contributions_figure({"A": {"ce": 1.0, "intra": 1e-4}}),
         "grad_share": P.grad_share_figure(rng.random((3, 2)), ["ce", "intra", "inter"], ["stage1", "stage2"]),
@@ -216,6 +217,26 @@ def test_rank_band_sorted_points_and_interval_segments():
     assert seg.name == "B · 90% bootstrap interval"
     with pytest.raises(TffdVizError, match="same shape"):
         P.rank_band_figure(rank, lower[:3], upper)
+
+
+def test_split_stability_bars_in_rank_order():
+    rank = np.array([2, 0, 3, 1])
+    p = np.array([0.4, 1.0, 0.0, np.nan])
+    fig = P.split_stability_figure({"A": {"rank": rank, "p_salient": p}, "B x": {"rank": rank, "p_salient": p}},
+                                   tap="layer2")
+    a, b = fig.data
+    order = [1, 3, 0, 2]
+    np.testing.assert_array_equal(a.customdata, order)
+    assert list(a.y) == [1.0, None, 0.4, 0.0]
+    np.testing.assert_array_equal(a.x, [0, 1, 2, 3])
+    assert a.marker.color == P.COLOR_A and b.marker.color != P.COLOR_A
+    assert [sh.x0 for sh in fig.layout.shapes if sh.name == "boundary"] == [1.5]
+    assert "layer2" in fig.layout.title.text
+    assert _nonfinite_texts(fig)
+    with pytest.raises(TffdVizError, match="differ in shape"):
+        P.split_stability_figure({"A": {"rank": rank, "p_salient": p[:3]}})
+    with pytest.raises(TffdVizError, match="'rank' and 'p_salient'"):
+        P.split_stability_figure({"A": {"rank": rank}})
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from tffd_viz.terms import (
     TermsReport,
     gradient_norm_share,
     stage_parameter_groups,
+    sweep_table,
+    sweep_value_columns,
     term_weights,
     tffd_terms_on_batch,
 )
@@ -328,3 +330,34 @@ def test_errors(model, batch):
         tffd_terms_on_batch(model, x, y, taps=["layer1", "layer9"])
     with pytest.raises(TffdVizError, match="reduction"):
         gradient_norm_share(model, x, y, 1.0, 1.0, reduction="median")
+
+
+def test_sweep_table_json_csv_and_value_columns(tmp_path):
+    import csv
+    import json
+
+    rows = [
+        {"method": "baseline", "layers": "all", "lambda_intra": 0.0, "lambda_inter": 0.0, "seed": 0,
+         "limit_train": None, "final_acc": 97.5, "ce": 0.1, "tffd_total": 0.0, "intra_layer1": 0.9,
+         "inter_layer1->layer2": 0.8},
+        {"method": "tffd", "layers": "all", "lambda_intra": 8e-4, "lambda_inter": 5e-4, "seed": 1,
+         "limit_train": None, "final_acc": 98.25, "ce": 0.2, "tffd_total": 0.001, "intra_layer1": 0.7,
+         "inter_layer1->layer2": 0.6},
+    ]
+    (tmp_path / "s.json").write_text(json.dumps(rows))
+    with (tmp_path / "c.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+    assert sweep_table(tmp_path / "s") == rows
+    assert sweep_table(tmp_path / "s.json") == rows
+    from_csv = sweep_table(tmp_path / "c")
+    assert from_csv == rows
+    assert isinstance(from_csv[1]["seed"], int) and from_csv[1]["lambda_intra"] == 8e-4
+    assert sweep_value_columns(rows) == ["final_acc", "ce", "tffd_total", "intra_layer1", "inter_layer1->layer2"]
+    assert sweep_value_columns([{"final_acc": None, "intra_x": "n/a", "ce": 1}]) == ["ce"]
+    with pytest.raises(TffdVizError, match="tffd-viz sweep"):
+        sweep_table(tmp_path / "absent")
+    (tmp_path / "bad.json").write_text('{"not": "a list"}')
+    with pytest.raises(TffdVizError, match="not a list of row objects"):
+        sweep_table(tmp_path / "bad.json")

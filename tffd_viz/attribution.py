@@ -25,7 +25,7 @@ Results are detached CPU float32 tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -44,6 +44,7 @@ from tffd_viz.models import resolve_taps
 from tffd_viz.models.taps import _first_tensor
 
 __all__ = [
+    "ATTRIBUTION_MAPS",
     "BASELINES",
     "LogitsOnly",
     "gradcam_maps",
@@ -53,6 +54,7 @@ __all__ = [
     "layer_conductance_scores",
     "layer_grad_x_activation_scores",
     "normalized_maps",
+    "selected_attribution_maps",
 ]
 
 
@@ -330,6 +332,56 @@ def integrated_gradients_maps(model: nn.Module, images: Tensor, target: int | Te
     """
     raw = integrated_gradients_raw(model, images, target=target, n_steps=n_steps, baseline=baseline)
     return normalized_maps(raw.abs().sum(dim=1))
+
+
+ATTRIBUTION_MAPS: dict[str, Callable[..., Tensor]] = {
+    "gradcam": gradcam_maps,
+    "integrated_gradients": integrated_gradients_maps,
+}
+"""Per-image attribution maps by name: ``fn(model, images, target=None, **kw) -> (n, H, W)`` in [0, 1]
+(``gradcam`` takes ``layer=``, ``integrated_gradients`` takes ``n_steps=`` and ``baseline=``)."""
+
+
+def selected_attribution_maps(model: nn.Module, images: Tensor, indices: Sequence[int], method: str = "gradcam",
+                              labels: Tensor | None = None, **kw: object) -> Tensor:
+    """Attribution maps of the chosen rows of a batch (the app passes a whole cached batch and indices).
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor, shape (N, C, H, W)
+    indices : sequence of int
+        Rows of ``images`` to explain, in this order (``0 <= i < N``, at least one).
+    method : str
+        A key of :data:`ATTRIBUTION_MAPS`.
+    labels : Tensor (N,), optional
+        Explain these classes (``labels[indices]``); ``None`` explains each model's predicted class.
+    **kw
+        Passed to the method (``layer=`` for Grad-CAM, ``n_steps=``/``baseline=`` for IG).
+
+    Returns
+    -------
+    Tensor, shape (len(indices), H, W)
+        Maps in [0, 1], CPU float32; row ``k`` explains ``images[indices[k]]``.
+    """
+    if method not in ATTRIBUTION_MAPS:
+        raise TffdVizError(f"unknown attribution method {method!r}; choose one of {sorted(ATTRIBUTION_MAPS)}")
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise DataError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
+    idx = [int(i) for i in indices]
+    n = images.shape[0]
+    if not idx or any(not 0 <= i < n for i in idx):
+        raise DataError(f"indices must be a non-empty list of rows in [0, {n}) of images {tuple(images.shape)}, "
+                        f"got {idx}")
+    rows = torch.tensor(idx, dtype=torch.long)
+    target = None
+    if labels is not None:
+        if not isinstance(labels, Tensor) or labels.shape != (n,):
+            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise DataError(f"labels must have shape ({n},) to match images {tuple(images.shape)}, got {shape}")
+        target = labels.detach().cpu().long()[rows]
+    return ATTRIBUTION_MAPS[method](model, images[rows.to(images.device)], target=target, **kw)
 
 
 # --------------------------------------------------------------------------------------------------

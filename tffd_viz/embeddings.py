@@ -9,6 +9,9 @@
   Tf-FD (shallow stages mimicking deep ones) makes the shallow stages more linearly separable by
   class.
 
+* :func:`layer_embedding` and :func:`layer_probe_table` run a model over images first (globally
+  average-pooled taps, :func:`tffd_viz.features.extract_features`), for the app.
+
 All inputs may be torch tensors or numpy arrays; results are numpy float64.
 """
 
@@ -29,12 +32,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tffd_viz.errors import DataError, TffdVizError
+from tffd_viz.features import extract_features
 
 __all__ = [
     "EMBEDDINGS",
+    "LABELLED_EMBEDDINGS",
     "MIN_TSNE_SAMPLES",
     "TSNE_PCA_DIMS",
     "embedding",
+    "layer_embedding",
+    "layer_probe_table",
     "linear_probe_accuracy",
     "pca_embedding",
     "pooled_embedding",
@@ -277,3 +284,87 @@ def probe_table(features_by_tap: Mapping[str, ArrayLike], labels: ArrayLike, **k
     if not features_by_tap:
         raise TffdVizError("features_by_tap is empty: give at least one tap name -> features")
     return [{"tap": str(tap), **linear_probe_accuracy(f, labels, **kw)} for tap, f in features_by_tap.items()]
+
+
+# --------------------------------------------------------------------------------------------------
+# models over images
+# --------------------------------------------------------------------------------------------------
+
+
+def _pca_with_axes(x: ArrayLike, seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
+    coords, ratio = pca_embedding(x, n_components=2, seed=seed)
+    return coords, (f"PC 1 ({100 * ratio[0]:.1f} % of variance)", f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+
+
+def _tsne_with_axes(x: ArrayLike, seed: int = 0, perplexity: float = 30.0) -> tuple[np.ndarray, tuple[str, str]]:
+    return tsne_embedding(x, perplexity=perplexity, seed=seed), ("t-SNE 1", "t-SNE 2")
+
+
+LABELLED_EMBEDDINGS: dict[str, Callable[..., tuple[np.ndarray, tuple[str, str]]]] = {
+    "pca": _pca_with_axes,
+    "tsne": _tsne_with_axes,
+}
+"""2-D embeddings with axis titles: ``fn(x, seed=0, **kw) -> (coords (N, 2), (x_title, y_title))``; PCA
+axes name their share of the variance, t-SNE takes ``perplexity=``."""
+
+
+def layer_embedding(model: torch.nn.Module, images: torch.Tensor, layer: str, method: str = "pca",
+                    max_samples: int | None = None, batch_size: int = 256, seed: int = 0,
+                    **kw: Any) -> tuple[np.ndarray, tuple[str, str]]:
+    """2-D embedding of one layer's globally average-pooled features (one point per image).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode over the images.
+    images : Tensor, shape (N, C_in, H, W)
+    layer : str
+        Module name (a tap).
+    method : str
+        A key of :data:`LABELLED_EMBEDDINGS` (``"pca"`` or ``"tsne"``).
+    max_samples : int, optional
+        Embed only the first ``max_samples`` images (t-SNE is slow on many points).
+    batch_size : int
+    seed : int
+    **kw
+        Passed to the method (``perplexity=`` for t-SNE).
+
+    Returns
+    -------
+    coords : ndarray, shape (min(N, max_samples), 2)
+        Row ``i`` is image ``i``.
+    axis_names : (str, str)
+    """
+    if method not in LABELLED_EMBEDDINGS:
+        raise TffdVizError(f"unknown embedding method {method!r}; choose one of {sorted(LABELLED_EMBEDDINGS)}")
+    if max_samples is not None:
+        if int(max_samples) < 2:
+            raise TffdVizError(f"max_samples must be at least 2, got {max_samples}")
+        images = images[: int(max_samples)]
+    feats = extract_features(model, images, [layer], batch_size, pool="avg")[layer]
+    return LABELLED_EMBEDDINGS[method](feats, seed=seed, **kw)
+
+
+def layer_probe_table(model: torch.nn.Module, images: torch.Tensor, labels: ArrayLike,
+                      taps: list[str] | tuple[str, ...] | None = None, batch_size: int = 256,
+                      **kw: Any) -> list[dict[str, Any]]:
+    """:func:`probe_table` of a model's globally average-pooled taps over ``images``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor, shape (N, C_in, H, W)
+    labels : Tensor or ndarray, shape (N,)
+    taps : list of str, optional
+        Default: the model's default taps.
+    batch_size : int
+    **kw
+        Passed to :func:`linear_probe_accuracy` (``test_size``, ``seed``, ``C``, ``max_iter``).
+
+    Returns
+    -------
+    list of dict
+        One row per tap, as :func:`probe_table`.
+    """
+    feats = extract_features(model, images, taps, batch_size, pool="avg")
+    return probe_table(feats, labels, **kw)

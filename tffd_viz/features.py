@@ -38,6 +38,7 @@ __all__ = [
     "iter_tap_batches",
     "model_device",
     "predict_logits",
+    "prediction_summary",
 ]
 
 Pool = Callable[[Tensor], Tensor]
@@ -414,3 +415,47 @@ def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if bool(bad.any()):
             raise DataError(f"{what} has indices outside [0, {k}): {sorted(set(t[bad].tolist()))[:10]}")
     return torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+
+
+def prediction_summary(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int | None = None,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> dict:
+    """Return the predictions of ``model`` on a labelled batch with their accuracy and confusion matrix.
+
+    One batched pass of :func:`predict_logits`; the accuracy is :func:`accuracy` of those logits and
+    the confusion matrix :func:`confusion_matrix` of their argmax.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits ``(b, K)``.
+    images : Tensor (N, C, H, W)
+        Normalised float images.
+    labels : LongTensor (N,)
+        True class indices.
+    num_classes : int, optional
+        ``K`` of the confusion matrix; default the logits' width.
+    batch_size, device
+        As in :func:`predict_logits`.
+
+    Returns
+    -------
+    dict
+        ``"pred"`` LongTensor ``(N,)`` (argmax of the logits, CPU); ``"accuracy"`` float, top-1 in %;
+        ``"confusion"`` LongTensor ``(K, K)`` (rows = true class); ``"n"`` int, the batch size.
+
+    Raises
+    ------
+    DataError
+        Bad images or labels, or labels outside ``[0, K)``.
+    """
+    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    acc = accuracy(logits, labels)
+    pred = logits.argmax(dim=1)
+    k = int(logits.shape[1]) if num_classes is None else num_classes
+    return {"pred": pred, "accuracy": acc, "confusion": confusion_matrix(pred, labels, k), "n": int(pred.shape[0])}

@@ -73,6 +73,7 @@ __all__ = [
     "register_criterion",
     "salient_split",
     "split_stability",
+    "tap_rank_stability",
     "tap_rankings",
     "taylor_scores",
 ]
@@ -121,13 +122,28 @@ class Criterion:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_feature(f: object) -> Tensor:
+def _check_feature(f: object, where: str = "features") -> Tensor:
+    """Return ``f`` checked: a finite, non-empty ``(N, C, H, W)`` tensor (``where`` names it in errors).
+
+    Float features so large that a sum of squares could overflow their dtype (float32 activations
+    near 1e30) are returned as float64, so every criterion stays finite and scale-invariant ones
+    (``tffd``) stay correct instead of silently collapsing to 0.
+    """
     if not isinstance(f, Tensor):
-        raise TapError(f"features must be a torch.Tensor of shape (N, C, H, W), got {type(f).__name__}")
+        raise TapError(f"{where} must be a torch.Tensor of shape (N, C, H, W), got {type(f).__name__}")
     if f.dim() != 4:
-        raise TapError(f"features must be a 4-D tensor (N, C, H, W), got shape {tuple(f.shape)}")
+        raise TapError(f"{where} must be a 4-D tensor (N, C, H, W), got shape {tuple(f.shape)}")
     if f.shape[0] == 0 or f.shape[1] == 0:
-        raise TapError(f"features have no samples or no channels: shape {tuple(f.shape)}")
+        raise TapError(f"{where} have no samples or no channels: shape {tuple(f.shape)}")
+    if f.is_floating_point():
+        finite = torch.isfinite(f)
+        if not bool(finite.all()):
+            channels = (~finite).any(dim=(0, 2, 3)).nonzero().flatten().tolist()
+            raise TapError(f"{where} of shape {tuple(f.shape)} contain {int((~finite).sum())} NaN/Inf values, in "
+                           f"channels {channels[:10]}{' ...' if len(channels) > 10 else ''} (non-finite weights "
+                           "or inputs?)")
+        if f.dtype != torch.float64 and float(f.abs().amax()) > (torch.finfo(f.dtype).max / f.numel()) ** 0.5:
+            return f.double()
     return f
 
 
@@ -138,7 +154,8 @@ def _tffd_scores(f: Tensor) -> Tensor:
 def _tffd_per_sample(f: Tensor) -> Tensor:
     # each (sample, channel) map as its own "channel" of a one-sample batch: channel_saliency then
     # gives the per-map mean of the L2-normalised map, exactly the per-sample term it averages
-    n, c, h, w = _check_feature(f).shape
+    f = _check_feature(f)
+    n, c, h, w = f.shape
     return channel_saliency(f.reshape(1, n * c, h, w)).reshape(n, c)
 
 
@@ -598,12 +615,15 @@ def channel_scores(
     Returns
     -------
     Tensor (C,)
-        Detached, on the CPU; higher = more important.
+        Detached, on the CPU; higher = more important. Float32 features so large that the criterion
+        could overflow (activations near 1e30) are scored in float64 (float64 scores).
 
     Raises
     ------
+    TapError
+        Features not ``(N, C, H, W)`` or holding NaN/Inf (naming ``tap`` when given).
     TffdVizError
-        Missing inputs for the criterion, unknown criterion, non-finite scores.
+        Missing inputs for the criterion, unknown criterion, non-finite scores (naming ``tap``).
     """
     crit = get_criterion(criterion)
     if crit.needs == "features":
@@ -612,13 +632,14 @@ def channel_scores(
                 raise TffdVizError(f"criterion {crit.name!r} needs features=(N, C, H, W), or model, images and "
                                    "tap to extract them")
             features = extract_features(model, images, [tap])[tap]
+        features = _check_feature(features, "features" if tap is None else f"features of tap {tap!r}")
         with torch.no_grad():
             scores = crit.fn(features)
     else:
         if model is None or tap is None:
             raise TffdVizError(f"criterion {crit.name!r} needs model and tap (and images/labels)")
         scores = crit.fn(model, images, labels, tap)
-    return _as_scores(scores, f"{crit.name} scores").cpu()
+    return _as_scores(scores, f"{crit.name} scores" + ("" if tap is None else f" of tap {tap!r}")).cpu()
 
 
 def channel_ranking(scores: Tensor | np.ndarray | Sequence[float]) -> Tensor:
@@ -774,7 +795,8 @@ def tap_rankings(
                 raise TffdVizError(f"criterion {crit.name!r} on a model needs images (N, C, H, W)")
             feats = extract_features(source, images, names, batch_size=batch_size)
             for name in names:
-                out[name] = TapRanking.from_scores(name, crit.name, channel_scores(crit, features=feats[name]))
+                out[name] = TapRanking.from_scores(name, crit.name, channel_scores(crit, features=feats[name],
+                                                                                   tap=name))
         else:
             for name in names:
                 scores = channel_scores(crit, model=source, images=images, labels=labels, tap=name)
@@ -789,7 +811,7 @@ def tap_rankings(
     if unknown:
         raise TapError(f"taps {unknown} not among the features' keys {list(source)}")
     for name in names:
-        out[name] = TapRanking.from_scores(name, crit.name, channel_scores(crit, features=source[name]))
+        out[name] = TapRanking.from_scores(name, crit.name, channel_scores(crit, features=source[name], tap=name))
     return out
 
 
@@ -1040,3 +1062,61 @@ def split_stability(f: Tensor, criterion: str | Criterion = "tffd", n_boot: int 
         "p_salient": (ranks_np < k).mean(axis=0), "p_redundant": (ranks_np >= c - k).mean(axis=0),
         "in_salient": rank_positions(full).numpy() < k, "n_boot": int(n_boot),
     }
+
+
+def tap_rank_stability(
+    model: nn.Module,
+    images: Tensor,
+    tap: str,
+    criterion: str | Criterion = "tffd",
+    n_boot: int = 100,
+    seed: int = 0,
+    ci: float = 0.9,
+    batch_size: int = 256,
+) -> dict:
+    """Bootstrap rank band and salient/redundant split stability of one tap of a model.
+
+    Extracts the tap's features on ``images`` (eval mode) once, then runs
+    :func:`bootstrap_rank_band` and :func:`split_stability` on them with the same resamples
+    (same ``n_boot`` and ``seed``).
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor (N, C_in, H, W)
+        Normalised images.
+    tap : str
+        Module name.
+    criterion : str or Criterion
+        A feature criterion.
+    n_boot, seed, ci
+        As in :func:`bootstrap_rank_band`.
+    batch_size : int
+        Extraction batch size.
+
+    Returns
+    -------
+    dict
+        Every key of :func:`bootstrap_rank_band` (``rank``, ``scores``, ``lower``, ``upper``, ``width``,
+        ``mean_rank``, ``boot_ranks``, ``boot_scores``) and of :func:`split_stability` (``p_salient``,
+        ``p_redundant``, ``in_salient``, ``n_boot``), plus ``"tap"``, ``"criterion"``, ``"ci"``,
+        ``"p_same_half"`` float64 ``(C,)``: fraction of resamples that put each channel in the same part
+        (salient half, redundant half or, for odd ``C``, the middle) as the full batch does, and
+        ``"mean_width"``: the mean of ``width`` over channels.
+
+    Raises
+    ------
+    TapError
+        Unknown tap; TffdVizError for a model criterion or bad ``n_boot``/``ci``.
+    """
+    crit = _feature_criterion(criterion)
+    f = extract_features(model, images, [tap], batch_size=batch_size)[tap]
+    band = bootstrap_rank_band(f, crit, n_boot=n_boot, seed=seed, ci=ci)
+    split = split_stability(f, crit, n_boot=n_boot, seed=seed)
+    c = band["rank"].shape[0]
+    k = c // 2
+    p_middle = 1.0 - split["p_salient"] - split["p_redundant"]
+    same = np.where(band["rank"] < k, split["p_salient"], np.where(band["rank"] >= c - k, split["p_redundant"],
+                                                                   p_middle))
+    return {**band, **split, "tap": tap, "criterion": crit.name, "ci": float(ci), "p_same_half": same,
+            "mean_width": float(band["width"].mean())}

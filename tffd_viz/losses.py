@@ -77,6 +77,9 @@ StageKey = int | str
 Features = Sequence[Tensor] | Mapping[str, Tensor]
 """Ordered stage features: a list/tuple (names ``"0"``, ``"1"``, ...) or a tap name -> tensor mapping."""
 
+SaliencyFn = Callable[[Tensor], Tensor]
+"""Maps a feature (N, C, H, W) to per-channel saliency (C,) used for ordering channels."""
+
 
 def _stack_mean(terms: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
@@ -148,7 +151,7 @@ def channel_saliency(f: Tensor) -> Tensor:
     return F.normalize(f, p=2, dim=(2, 3)).mean(dim=(0, 2, 3))
 
 
-def salient_order(f: Tensor) -> Tensor:
+def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
     """Channel indices sorted by saliency, most salient first.
 
     The sort is stable: among channels of exactly equal saliency the lower
@@ -158,6 +161,9 @@ def salient_order(f: Tensor) -> Tensor:
     ----------
     f : Tensor, shape (N, C, H, W)
         Post-ReLU features of one stage.
+    saliency_fn : callable (N, C, H, W) -> (C,), optional
+        Replaces :func:`channel_saliency` (e.g. one averaged over data-parallel
+        ranks, so that every rank sorts by the global batch). Default: local.
 
     Returns
     -------
@@ -169,12 +175,18 @@ def salient_order(f: Tensor) -> Tensor:
     TapError
         If ``f`` is not a 4-D tensor.
     """
+    _check_4d(f, "feature")
     with torch.no_grad():
-        saliency = channel_saliency(f)
+        saliency = (channel_saliency if saliency_fn is None else saliency_fn)(f)
+        if saliency.shape != (f.shape[1],):
+            raise TapError(
+                f"saliency_fn must return one value per channel, shape ({f.shape[1]},), for a feature of "
+                f"shape {_shape(f)}; got shape {_shape(saliency)}"
+            )
         return torch.sort(saliency, dim=0, descending=True, stable=True).indices
 
 
-def intra_fd(f: Tensor, detach_salient: bool = False) -> Tensor:
+def intra_fd(f: Tensor, detach_salient: bool = False, saliency_fn: SaliencyFn | None = None) -> Tensor:
     """Intra-layer Tf-FD term: redundant channels mimic salient ones.
 
     Channels are put in :func:`salient_order`; with ``k = C // 2`` the top
@@ -192,6 +204,8 @@ def intra_fd(f: Tensor, detach_salient: bool = False) -> Tensor:
     detach_salient : bool, default False
         Detach the salient half so that gradient reaches only the redundant
         half. The reference does not detach (gradient flows into both halves).
+    saliency_fn : callable (N, C, H, W) -> (C,), optional
+        Passed to :func:`salient_order`; default :func:`channel_saliency`.
 
     Returns
     -------
@@ -208,7 +222,7 @@ def intra_fd(f: Tensor, detach_salient: bool = False) -> Tensor:
     if c < 2:
         raise TapError(f"intra-layer term needs at least 2 channels, got shape {_shape(f)}")
     k = c // 2
-    ordered = f.index_select(1, salient_order(f).to(f.device))
+    ordered = f.index_select(1, salient_order(f, saliency_fn).to(f.device))
     salient = ordered[:, :k]
     redundant = ordered[:, c - k :]
     if detach_salient:
@@ -369,6 +383,7 @@ def tffd_terms(
     stages: Sequence[StageKey] | None = None,
     pairs: Sequence[tuple[StageKey, StageKey]] | None = None,
     detach_salient: bool = False,
+    saliency_fn: SaliencyFn | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Unweighted Tf-FD terms of ordered stage features.
 
@@ -386,6 +401,8 @@ def tffd_terms(
         (0, 1), (0, 2), (1, 2)). Duplicates count once. Empty: no inter terms.
     detach_salient : bool, default False
         Passed to :func:`intra_fd`.
+    saliency_fn : callable (N, C, H, W) -> (C,), optional
+        Passed to :func:`intra_fd` (default: local :func:`channel_saliency`).
 
     Returns
     -------
@@ -407,7 +424,9 @@ def tffd_terms(
     names = [name for name, _ in named]
     stage_ids = _stage_indices(stages, names)
     pair_ids = _pair_indices(pairs, names)
-    intra = {names[i]: intra_fd(named[i][1], detach_salient=detach_salient) for i in stage_ids}
+    intra = {
+        names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn) for i in stage_ids
+    }
     inter = {f"{names[i]}->{names[j]}": inter_fd(named[i][1], named[j][1]) for i, j in pair_ids}
     return intra, inter
 
@@ -503,6 +522,9 @@ class TfFD(nn.Module):
         How each family's terms are combined (key of :data:`REDUCTIONS`).
     detach_salient : bool, default False
         Detach the salient half in the intra term (the reference does not).
+    saliency_fn : callable (N, C, H, W) -> (C,), optional
+        Saliency used to order channels in the intra term; default the local
+        :func:`channel_saliency` (training passes a rank-averaged one).
 
     Raises
     ------
@@ -524,6 +546,7 @@ class TfFD(nn.Module):
         pairs: Sequence[tuple[StageKey, StageKey]] | None = None,
         reduction: str = "mean",
         detach_salient: bool = False,
+        saliency_fn: SaliencyFn | None = None,
     ) -> None:
         super().__init__()
         _check_reduction(reduction)
@@ -542,6 +565,7 @@ class TfFD(nn.Module):
         self.pairs = None if pairs is None else [tuple(p) for p in pairs]
         self.reduction = reduction
         self.detach_salient = bool(detach_salient)
+        self.saliency_fn = saliency_fn
 
     def forward(self, features: Features) -> TfFDOutput:
         """Compute the Tf-FD terms and their weighted total.
@@ -557,7 +581,8 @@ class TfFD(nn.Module):
             Total (shape ()) and the unweighted terms by name.
         """
         intra, inter = tffd_terms(
-            features, stages=self.stages, pairs=self.pairs, detach_salient=self.detach_salient
+            features, stages=self.stages, pairs=self.pairs, detach_salient=self.detach_salient,
+            saliency_fn=self.saliency_fn,
         )
         first = next(iter(features.values())) if isinstance(features, Mapping) else features[0]
         total = weighted_total(

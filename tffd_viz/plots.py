@@ -76,6 +76,7 @@ __all__ = [
     "rank_band_figure",
     "rank_evolution_figure",
     "saliency_bars_figure",
+    "split_stability_figure",
     "sweep_heatmap_figure",
     "terms_bar_figure",
     "training_curves_figure",
@@ -686,6 +687,76 @@ def rank_band_figure(
         height=380,
     )
     return _nonfinite_note(fig, {"rank": _bad(r), "lower": _bad(lo), "upper": _bad(hi)})
+
+
+def split_stability_figure(
+    stability_by_model: Mapping[str, Mapping[str, ArrayLike]],
+    tap: str = "",
+    title: str | None = None,
+) -> go.Figure:
+    """Probability that each channel lands in Tf-FD's salient half over bootstrap resamples.
+
+    One bar per channel, channels sorted by their full-batch rank (x = position 0..C-1, so the bars
+    left of the dashed line before position ``C // 2`` are the salient half); a stable split shows
+    bars at 1 left of the line and at 0 right of it. A dotted line marks ``p = 0.5``.
+
+    Parameters
+    ----------
+    stability_by_model : dict[str, dict]
+        Label -> ``{"rank": (C,), "p_salient": (C,)}``: full-batch rank of each channel (0 = most
+        salient) and the fraction of resamples that put it in the salient half (e.g.
+        :func:`tffd_viz.importance.tap_rank_stability`).
+    tap : str
+        Layer name, shown in the title.
+    title : str, optional
+
+    Returns
+    -------
+    go.Figure
+        One bar trace per model (grouped): ``x`` positions, ``y`` = ``p_salient`` in rank order,
+        ``customdata`` = channel indices.
+    """
+    figure = "split_stability_figure"
+    models = _models(stability_by_model, figure, "stability_by_model")
+    fig = go.Figure()
+    counts: dict[str, int] = {}
+    channels: set[int] = set()
+    for label, data, color in models:
+        if not isinstance(data, Mapping) or "rank" not in data or "p_salient" not in data:
+            raise TffdVizError(f"{figure}: {label!r} must map to a dict with 'rank' and 'p_salient'")
+        r = _array(data["rank"], figure, f"rank {label!r}", ndim=1)
+        p = _array(data["p_salient"], figure, f"p_salient {label!r}", ndim=1)
+        if r.shape != p.shape:
+            raise TffdVizError(f"{figure}: rank {r.shape} and p_salient {p.shape} of {label!r} differ in shape")
+        counts[f"p_salient {label}"] = _bad(p)
+        order = np.argsort(np.where(np.isfinite(r), r, np.inf), kind="stable")
+        channels.add(r.shape[0])
+        fig.add_trace(
+            go.Bar(
+                x=np.arange(r.shape[0]),
+                y=[None if not math.isfinite(v) else float(v) for v in p[order]],
+                customdata=order,
+                name=label,
+                marker_color=color,
+                hovertemplate=f"<b>{label}</b><br>channel %{{customdata}}<br>rank %{{x}}"
+                "<br>P(salient half) %{y:.2f}<extra></extra>",
+            )
+        )
+    for c in sorted(channels):
+        if c >= 2:
+            fig.add_vline(x=c // 2 - 0.5, line_dash="dash", line_color="#333333", line_width=1.5, name="boundary")
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#999999", line_width=1, name="half")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1.02])
+    _layout(
+        fig,
+        title or f"Stability of the salient/redundant split{_tap_suffix(tap)}",
+        x_title="channels sorted by full-batch rank",
+        y_title="P(in salient half) over resamples",
+        legend_title="model",
+        height=360,
+    )
+    return _nonfinite_note(fig, counts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -2227,6 +2298,7 @@ FIGURE_FUNCTIONS: dict[str, Callable[..., go.Figure]] = {
     "saliency_bars": saliency_bars_figure,
     "rank_agreement": rank_agreement_figure,
     "rank_band": rank_band_figure,
+    "split_stability": split_stability_figure,
     "terms_bar": terms_bar_figure,
     "weighted_contributions": weighted_contributions_figure,
     "grad_share": grad_share_figure,

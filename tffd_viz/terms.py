@@ -28,11 +28,15 @@ so with the paper's ``reduction="mean"`` each intra term carries the weight
 
 from __future__ import annotations
 
+import csv
+import json
 import numbers
+import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +52,8 @@ __all__ = [
     "TermsReport",
     "gradient_norm_share",
     "stage_parameter_groups",
+    "sweep_table",
+    "sweep_value_columns",
     "term_weights",
     "tffd_terms_on_batch",
 ]
@@ -283,6 +289,19 @@ class TermsReport:
         return rows
 
 
+def _check_finite_pass(logits: Tensor, feats: Mapping[str, Tensor], input_shape: tuple[int, ...]) -> None:
+    """Raise naming the taps (then the logits) of a forward pass that hold NaN or Inf."""
+    for name, f in feats.items():
+        bad = int((~torch.isfinite(f)).sum()) if f.is_floating_point() else 0
+        if bad:
+            raise TapError(f"features of tap {name!r} (shape {tuple(f.shape)}) contain {bad} NaN/Inf values on "
+                           f"images of shape {input_shape}: the model's weights or the images are not finite")
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise TffdVizError(f"the model's logits (shape {tuple(logits.shape)}) contain {bad} NaN/Inf values on "
+                           f"images of shape {input_shape}: weights after the tapped layers are not finite")
+
+
 def tffd_terms_on_batch(
     model: nn.Module,
     images: Tensor,
@@ -317,7 +336,9 @@ def tffd_terms_on_batch(
     DataError
         Images not 4-D, or labels not ``(N,)``.
     TapError
-        Unknown taps; TffdVizError for a bad stage or pair.
+        Unknown taps, or a tap whose features hold NaN/Inf (named; TffdVizError for non-finite
+        logits); TffdVizError for a bad stage or pair. Terms that overflow float32 (finite
+        activations near 1e30) are recomputed in float64 instead.
     """
     images, labels = _checked_batch(model, images, labels)
     names = resolve_taps(model, taps)
@@ -325,8 +346,12 @@ def tffd_terms_on_batch(
         logits, feats = extract_taps(model, images, names, return_logits=True)
         if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
             raise TapError(f"model output must be logits (N, K) with N = {labels.shape[0]}, got {tuple(logits.shape)}")
+        _check_finite_pass(logits, feats, tuple(images.shape))
         ce = F.cross_entropy(logits, labels)
         intra, inter = tffd_terms(feats, stages=stages, pairs=pairs)
+        if not all(bool(torch.isfinite(v)) for v in [*intra.values(), *inter.values()]):
+            # finite float32 features this large (near 1e30) overflow a float32 mean of squares
+            intra, inter = tffd_terms({k: v.double() for k, v in feats.items()}, stages=stages, pairs=pairs)
         acc = (logits.argmax(dim=1) == labels).double().mean() * 100.0
     return TermsReport(
         taps=list(names),
@@ -543,3 +568,91 @@ def gradient_norm_share(
         "norms": norms,
         "share": share,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep tables (what training with other lambdas actually gave)
+# --------------------------------------------------------------------------------------------------
+
+SWEEP_RESULT_COLUMNS: tuple[str, ...] = ("final_acc", "best_acc", "train_acc", "ce", "tffd_total")
+"""Result columns of a sweep table (besides ``intra_<tap>`` and ``inter_<a>-><b>``), in display order."""
+
+
+def _csv_cell(text: str) -> Any:
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def sweep_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read the results table of a lambda sweep (``tffd-viz sweep``, :func:`tffd_viz.train.run_sweep`).
+
+    Parameters
+    ----------
+    path : str or path
+        ``<prefix>.json``, ``<prefix>.csv`` or the bare ``<prefix>``; for a prefix the JSON file is read
+        when it exists, else the CSV file. CSV cells are converted to int or float where they parse as
+        one, empty cells to ``None``.
+
+    Returns
+    -------
+    list of dict
+        One row per training run, e.g. ``{"lambda_intra": 8e-4, "lambda_inter": 5e-4, "layers": "all",
+        "seed": 0, "final_acc": 98.6, "ce": 0.02, "intra_layer1": 0.9, "inter_layer1->layer2": 0.8, ...}``.
+
+    Raises
+    ------
+    TffdVizError
+        No such file, or a file that is not a list of row objects.
+    """
+    given = Path(path).expanduser()
+    if given.suffix in (".json", ".csv"):
+        candidates = [given]
+    else:
+        candidates = [given.with_name(given.name + ".json"), given.with_name(given.name + ".csv")]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise TffdVizError(f"no sweep table at {' or '.join(repr(str(p)) for p in candidates)}; "
+                           "create one with `tffd-viz sweep`")
+    try:
+        if found.suffix == ".json":
+            rows = json.loads(found.read_text())
+        else:
+            with found.open(newline="") as fh:
+                rows = [{k: _csv_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except (OSError, ValueError) as exc:
+        raise TffdVizError(f"cannot read the sweep table {str(found)!r}: {exc}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TffdVizError(f"the sweep table {str(found)!r} is not a list of row objects")
+    return rows
+
+
+def sweep_value_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Return the result columns of a sweep table that hold numbers, for heatmaps.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As returned by :func:`sweep_table`.
+
+    Returns
+    -------
+    list of str
+        :data:`SWEEP_RESULT_COLUMNS` present, then every ``intra_<tap>``, then every ``inter_<a>-><b>``
+        column (first-seen order); only columns with at least one numeric value.
+    """
+    def numeric(key: str) -> bool:
+        return any(isinstance(r.get(key), numbers.Real) and not isinstance(r.get(key), bool) for r in rows)
+
+    seen: list[str] = []
+    for row in rows:
+        seen += [k for k in row if k not in seen]
+    fixed = [k for k in SWEEP_RESULT_COLUMNS if k in seen]
+    intra = [k for k in seen if k.startswith("intra_")]
+    inter = [k for k in seen if k.startswith("inter_")]
+    return [k for k in fixed + intra + inter if numeric(k)]

@@ -1,0 +1,208 @@
+"""All of the app's caching, in one place.
+
+Pages never cache anything themselves. They describe what they want with small hashable
+references (:class:`ModelRef`, :class:`BatchRef` and its fields) and call :func:`run` (results
+pickled by ``st.cache_data``: small tables, arrays, figures) or :func:`run_resource` (large
+tensors shared by reference through ``st.cache_resource``: features). Inside, the references are
+resolved to the cached model and batch tensors.
+
+Models are cached once per (checkpoint sha256, device) with ``st.cache_resource`` and shared by
+every browser session. They are in eval mode and never mutated: every call that runs a model
+holds the lock cached beside it (hooks and gradient passes cannot interleave), gradients come from
+``torch.autograd.grad`` inside the library, and hooks are always removed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from tffd_viz import checkpoints as ckpt
+from tffd_viz import data as tdata
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint on a device: shipped (``path``) or uploaded (bytes kept in the upload store by sha)."""
+
+    sha: str
+    device: str
+    path: str | None = None
+    label: str = ""
+    arch: str | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A deterministic sample batch ``(dataset, split, n, seed, root)``."""
+
+    dataset: str
+    split: str
+    n: int
+    seed: int
+    root: str | None = None
+
+    @property
+    def images(self) -> BatchField:
+        return BatchField(self, "images")
+
+    @property
+    def labels(self) -> BatchField:
+        return BatchField(self, "labels")
+
+    @property
+    def indices(self) -> BatchField:
+        return BatchField(self, "indices")
+
+
+@dataclass(frozen=True)
+class BatchField:
+    """One tensor of a :class:`BatchRef` (``images``, ``labels`` or ``indices``)."""
+
+    batch: BatchRef
+    field: str
+
+
+@dataclass(frozen=True)
+class CardField:
+    """One entry of a model's card (e.g. ``"history"``), resolved inside the cache.
+
+    Passing this instead of the entry itself keeps the cache key small: only the reference is hashed,
+    not a long per-epoch history.
+    """
+
+    model: ModelRef
+    key: str
+
+
+@dataclass
+class ModelEntry:
+    """A cached model with its card and the lock every pass over it holds."""
+
+    model: torch.nn.Module
+    card: dict
+    lock: threading.Lock
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def upload_store() -> dict[str, bytes]:
+    """Uploaded checkpoint bytes by sha256 (shared; content-addressed, so sessions cannot clash)."""
+    return {}
+
+
+def remember_upload(data: bytes) -> str:
+    """Store uploaded bytes under their sha256 and return it."""
+    sha = ckpt.checkpoint_sha256(data)
+    upload_store()[sha] = data
+    return sha
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def shipped_checkpoints(folder: str = str(CHECKPOINT_DIR)) -> list[tuple[str, dict, str]]:
+    """``(path, card, sha256)`` of every checkpoint shipped in ``folder``, sorted by name."""
+    return [(str(p), card, card.get("sha256") or ckpt.checkpoint_sha256(p))
+            for p, card in ckpt.list_checkpoints(folder)]
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading checkpoint ...")
+def model_entry(ref: ModelRef) -> ModelEntry:
+    """Load a checkpoint once per (sha, device, arch override) and keep it in eval mode."""
+    source: str | bytes | None = ref.path if ref.path else upload_store().get(ref.sha)
+    if source is None:
+        raise ckpt.CheckpointError("the uploaded checkpoint is no longer in memory; upload it again")
+    model, card = ckpt.load_checkpoint(source, arch=ref.arch, num_classes=ref.num_classes, device=ref.device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return ModelEntry(model=model, card=card, lock=threading.Lock())
+
+
+def model_card(ref: ModelRef) -> dict:
+    """The card of a cached model."""
+    return model_entry(ref).card
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading dataset ...")
+def dataset(name: str, root: str | None) -> tdata.DatasetBundle:
+    """A dataset bundle (train/test tensors in memory)."""
+    return tdata.load_dataset(name, root)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def batch(ref: BatchRef) -> dict[str, torch.Tensor]:
+    """The tensors of a sample batch: ``images (n, C, 32, 32)``, ``labels (n,)``, ``indices (n,)``."""
+    ds = dataset(ref.dataset, ref.root).split(ref.split)
+    idx = tdata.sample_indices(len(ds), ref.n, ref.seed)
+    return {"images": ds.normalized(idx), "labels": ds.labels[idx].clone(), "indices": idx}
+
+
+def _function(path: str) -> Any:
+    module, _, name = path.partition(":")
+    if not module.startswith("tffd_viz."):
+        raise ValueError(f"only tffd_viz functions run through the cache, got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _resolve(value: Any, locks: list[threading.Lock]) -> Any:
+    if isinstance(value, ModelRef):
+        entry = model_entry(value)
+        if entry.lock not in locks:
+            locks.append(entry.lock)
+        return entry.model
+    if isinstance(value, BatchField):
+        return batch(value.batch)[value.field]
+    if isinstance(value, CardField):
+        return model_entry(value.model).card.get(value.key)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve(v, locks) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, locks) for k, v in value.items()}
+    return value
+
+
+def _call(fn: str, args: tuple, kwargs: dict, progress: Any = None) -> Any:
+    locks: list[threading.Lock] = []
+    if progress is not None:
+        kwargs = {**kwargs, "progress": progress}
+    args = _resolve(args, locks)
+    kwargs = _resolve(kwargs, locks)
+    # Always take locks in one global order (by id) so two calls over models A and B cannot deadlock.
+    ordered = sorted(locks, key=id)
+    for lock in ordered:
+        lock.acquire()
+    try:
+        return _function(fn)(*args, **kwargs)
+    finally:
+        for lock in reversed(ordered):
+            lock.release()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def run(fn: str, *args: Any, _progress: Any = None, **kwargs: Any) -> Any:
+    """Call the library function ``"tffd_viz.module:function"`` and cache its (picklable) result.
+
+    Arguments may be :class:`ModelRef` (-> the cached model, its lock held during the call),
+    :class:`BatchField` (-> the cached batch tensor), :class:`CardField` (-> an entry of the model's
+    card, e.g. its history), or plain hashable values. ``_progress`` (not
+    part of the cache key) is passed on as ``progress=`` to functions that report progress, e.g. a
+    callback ``(done, total) -> None`` that moves an ``st.progress`` bar.
+    """
+    return _call(fn, args, kwargs, _progress)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def run_resource(fn: str, *args: Any, _progress: Any = None, **kwargs: Any) -> Any:
+    """Like :func:`run` for large results (feature tensors): cached by reference, never copied.
+
+    Callers must treat the result as read-only.
+    """
+    return _call(fn, args, kwargs, _progress)

@@ -1,0 +1,96 @@
+"""Tests of the command line (tffd_viz.cli, python -m tffd_viz, the tffd-viz console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tffd_viz.cli import COMMANDS, build_parser, config_overrides, main
+from tffd_viz.train import RECIPES, resume_path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+def test_python_m_train_help_lists_the_options() -> None:
+    proc = subprocess.run([sys.executable, "-m", "tffd_viz", "train", "--help"], capture_output=True, text=True,
+                          env=ENV, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--recipe", "--arch", "--method", "--lambda-intra", "--lambda-inter", "--stages", "--pairs",
+                   "--warmup", "--schedule", "--milestones", "--precision", "--resume", "--out", "--probe-size",
+                   "--sync-saliency", "--threads", "--device"):
+        assert option in proc.stdout, option
+    assert "--limit-train" not in proc.stdout  # hidden test option
+
+
+def test_sweep_help_and_top_level_help() -> None:
+    parser = build_parser()
+    assert set(COMMANDS) >= {"train", "sweep"}
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["sweep", "--help"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([])
+    assert exc.value.code == 2
+
+
+@pytest.mark.skipif(shutil.which("tffd-viz", path=str(Path(sys.executable).parent)) is None,
+                    reason="console script not installed in this environment")
+def test_console_script_help() -> None:
+    exe = shutil.which("tffd-viz", path=str(Path(sys.executable).parent))
+    proc = subprocess.run([exe, "train", "--help"], capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0 and "--recipe" in proc.stdout
+
+
+def test_only_explicit_options_override_the_recipe() -> None:
+    args = build_parser().parse_args(["train", "--recipe", "digits", "--lr", "0.05", "--stages", "layer3",
+                                      "--pairs", "0-2,1-2", "--no-flip", "--milestones", "3,6"])
+    over = config_overrides(args)
+    assert over == {"lr": 0.05, "stages": ["layer3"], "pairs": [(0, 2), (1, 2)], "flip": False,
+                    "milestones": [3, 6]}
+    assert config_overrides(build_parser().parse_args(["train"])) == {}
+
+
+def test_train_command_writes_checkpoint_card_and_resume_state(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli.safetensors"
+    code = main(["train", "--recipe", "digits", "--epochs", "1", "--limit-train", "64", "--probe-size", "16",
+                 "--threads", "1", "--lr", "0.05", "--stages", "layer3", "--pairs", "0-2", "--method", "tffd",
+                 "--seed", "3", "--out", str(out)])
+    assert code == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["hparams"]["lr"] == 0.05 and card["hparams"]["epochs"] == 1
+    assert card["hparams"]["batch_size"] == RECIPES["digits"]["batch_size"]
+    assert card["seed"] == 3 and card["recipe"] == "digits" and card["pairs"] == [["layer1", "layer3"]]
+    assert list(card["history"][0]["intra"]) == ["layer3"]
+    assert out.is_file() and resume_path(out).is_file()
+    assert f"out={out}" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_a_message(capsys) -> None:
+    assert main(["train", "--recipe", "digits", "--arch", "resnet7", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown architecture 'resnet7'" in err and err.startswith("tffd-viz train: error:")
+
+
+def test_registry_dispatches_added_commands(capsys) -> None:
+    calls = []
+
+    def add(p):
+        p.add_argument("--n", type=int, default=1)
+
+    def run(args):
+        calls.append(args.n)
+        return 5
+
+    COMMANDS["echo-test"] = (add, run)
+    try:
+        assert main(["echo-test", "--n", "4"]) == 5
+    finally:
+        del COMMANDS["echo-test"]
+    assert calls == [4]

@@ -1,0 +1,97 @@
+"""AppTest of the CKA page: runs on the shipped digits models, reacts to its widgets, shows the library's values."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
+# checkpoint is shipped, B is the paper-lambda one.
+MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
+          else {"b": "digits_resnet8_tffd-paper_s0"})
+N_IMAGES = 32  # the page's own "Images" input (query parameter cka_n), not the sidebar batch
+
+
+def plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
+def tables(at) -> dict[str, np.ndarray]:
+    """The three matrices of the "Numbers" expander, by the row-model column name."""
+    out = {}
+    for df, panel in zip([d.value for d in at.dataframe], ("AvA", "BvB", "AvB")):
+        out[panel] = df.iloc[:, 1:].to_numpy(dtype=float)
+    return out
+
+
+def direct(at, **kw) -> dict:
+    """layer_cka_matrices called directly on the models and images the page uses."""
+    from tffd_viz.checkpoints import load_checkpoint
+    from tffd_viz.data import sample_batch
+    from tffd_viz.similarity import layer_cka_matrices
+
+    models = [load_checkpoint(ROOT / "checkpoints" / f"{at.selectbox(key=f'model-{s}').value}.safetensors")[0]
+              for s in ("A", "B")]
+    images, _ = sample_batch("digits", "test", N_IMAGES, seed=0)
+    return layer_cka_matrices(models[0], models[1], images, **kw)
+
+
+def test_cka_page_values_and_widgets(app_at, assert_app_ok) -> None:
+    at = app_at("cka", **MODELS, cka_n=N_IMAGES)
+    assert_app_ok(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and len(at.dataframe) == 3
+    got = tables(at)
+    # default: linear, minibatch (always debiased), minibatch size 256 -> one minibatch of 32 images
+    expected = direct(at, kind="linear", estimator="minibatch", batch_size=256)
+    for panel in ("AvA", "BvB", "AvB"):
+        np.testing.assert_allclose(got[panel], expected[panel][0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.diag(got["AvA"]), np.ones(3), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["AvA"], got["AvA"].T, rtol=0, atol=1e-12)
+    spec = json.loads(charts[0].proto.spec)
+    np.testing.assert_allclose(plotly_array(spec["data"][0]["z"]), expected["AvA"][0], rtol=0, atol=1e-12)
+    assert [t["text"] for t in spec["layout"]["annotations"][:3]] == ["A vs A", "B vs B", "A vs B"]
+
+    # RBF has no minibatch form: the page says so and uses the full-batch estimator
+    at.radio(key="cka-kind").set_value("rbf").run()
+    assert_app_ok(at)
+    assert any("no streaming form" in i.value for i in at.info)
+    expected = direct(at, kind="rbf", debiased=False, estimator="full", batch_size=256)
+    np.testing.assert_allclose(tables(at)["AvB"], expected["AvB"][0], rtol=0, atol=1e-12)
+
+    at.toggle(key="cka-debiased").set_value(True).run()
+    assert_app_ok(at)
+    expected = direct(at, kind="rbf", debiased=True, estimator="full", batch_size=256)
+    debiased = tables(at)
+    np.testing.assert_allclose(debiased["AvB"], expected["AvB"][0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.diag(debiased["AvA"]), np.ones(3), rtol=0, atol=1e-12)
+
+    # fewer layers of A, then B switched to A's checkpoint: A vs B equals A vs A
+    at.multiselect(key="cka-layers-A").set_value(["layer1", "layer3"]).run()
+    assert_app_ok(at)
+    assert tables(at)["AvA"].shape == (2, 2) and tables(at)["AvB"].shape == (2, 3)
+    at.selectbox(key="model-B").set_value(at.selectbox(key="model-A").value).run()
+    assert_app_ok(at)
+    same = tables(at)
+    np.testing.assert_allclose(same["AvB"][:, [0, 2]], same["AvA"], rtol=0, atol=1e-12)
+
+
+def test_cka_page_full_batch_linear_and_cap_message(app_at, assert_app_ok) -> None:
+    at = app_at("cka", **MODELS, cka_n=N_IMAGES, cka_estimator="full")
+    assert_app_ok(at)
+    assert at.radio(key="cka-estimator").value == "full"
+    assert any("at most" in c.value for c in at.caption)
+    expected = direct(at, kind="linear", debiased=False, estimator="full", batch_size=256)
+    for panel, matrix in tables(at).items():
+        np.testing.assert_allclose(matrix, expected[panel][0], rtol=0, atol=1e-12)
+    # the biased full-batch value is not the (debiased) minibatch one
+    assert np.abs(tables(at)["AvB"] - direct(at)["AvB"][0]).max() > 1e-4

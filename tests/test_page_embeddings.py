@@ -1,0 +1,84 @@
+"""AppTest of the Embeddings page: runs on the shipped digits models, reacts to its widgets, shows library values."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
+# checkpoint is shipped, B is the paper-lambda one.
+MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
+          else {"b": "digits_resnet8_tffd-paper_s0"})
+N = 32
+
+
+def plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
+def scatter_points(spec: dict) -> dict[int, tuple[float, float]]:
+    """Sample index (hover customdata) -> (x, y) over every class trace of an embedding_figure."""
+    out = {}
+    for trace in spec["data"]:
+        for i, x, y in zip(plotly_array(trace["customdata"]), plotly_array(trace["x"]), plotly_array(trace["y"])):
+            out[int(i)] = (float(x), float(y))
+    return out
+
+
+def test_embeddings_page_values_and_widgets(app_at, assert_app_ok) -> None:
+    from tffd_viz.checkpoints import load_checkpoint
+    from tffd_viz.data import sample_batch
+    from tffd_viz.embeddings import pca_embedding, probe_table
+    from tffd_viz.features import extract_features
+
+    at = app_at("embeddings", **MODELS, n=N)
+    assert_app_ok(at)
+    assert at.selectbox(key="layer-embeddings").value == "layer3" and at.radio(key="emb-method").value == "pca"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # embedding A, embedding B, probe accuracy
+    names = {s: at.selectbox(key=f"model-{s}").value for s in ("A", "B")}
+    models = {s: load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors")[0] for s, n in names.items()}
+    images, labels, indices = sample_batch("digits", "test", N, seed=0, return_indices=True)
+
+    # the probe table is embeddings.probe_table of the pooled default taps, model by model
+    table = at.dataframe[0].value
+    for slot, model in models.items():
+        expected = pd.DataFrame(probe_table(extract_features(model, images, pool="avg"), labels, seed=0))
+        got = table[table["model"] == f"{slot} · {names[slot]}"].drop(columns="model").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+    # the PCA scatter of A is pca_embedding of its pooled layer3 features
+    pooled = extract_features(models["A"], images, ["layer3"], pool="avg")["layer3"]
+    coords, _ = pca_embedding(pooled)
+    points = scatter_points(json.loads(charts[0].proto.spec))
+    assert sorted(points) == sorted(indices.tolist())
+    for row, index in enumerate(indices.tolist()):
+        np.testing.assert_allclose(points[index], coords[row], rtol=0, atol=1e-5)
+
+    # another layer and B switched to A's checkpoint: the two scatters coincide
+    at.selectbox(key="layer-embeddings").set_value("layer1")
+    at.selectbox(key="model-B").set_value(names["A"]).run()
+    assert_app_ok(at)
+    charts = at.get("plotly_chart")
+    a, b = (scatter_points(json.loads(c.proto.spec)) for c in charts[:2])
+    assert a == b
+
+    # t-SNE: a warning about its cost, a small number of points, still two scatters and the probe chart
+    at.radio(key="emb-method").set_value("tsne").run()
+    assert_app_ok(at)
+    assert at.warning and "t-SNE is slow" in at.warning[0].value
+    assert at.number_input(key="emb-tsne-n").value == N
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3
+    spec = json.loads(charts[0].proto.spec)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1" and len(scatter_points(spec)) == N

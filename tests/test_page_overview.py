@@ -1,0 +1,123 @@
+"""AppTest of the Overview page: cards, recomputed accuracy, confusion, disagreements, seeds, curves, uploads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
+from tffd_viz.data import sample_batch
+from tffd_viz.features import accuracy, predict_logits
+from tffd_viz.summary import seed_groups
+
+CKPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+
+
+def _accuracy_now(name: str, n: int, seed: int = 0) -> float:
+    model, _ = load_checkpoint(os.path.join(CKPT, f"{name}.safetensors"))
+    images, labels = sample_batch("digits", "test", n=n, seed=seed)
+    return accuracy(predict_logits(model, images), labels)
+
+
+def _predictions(name: str, n: int) -> torch.Tensor:
+    model, _ = load_checkpoint(os.path.join(CKPT, f"{name}.safetensors"))
+    images, _ = sample_batch("digits", "test", n=n, seed=0)
+    return predict_logits(model, images).argmax(1)
+
+
+def _metric(at, prefix: str):
+    found = [m for m in at.metric if m.label.startswith(prefix)]
+    assert found, f"no metric starting with {prefix!r}: {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def test_overview_values_match_the_library(app_at, assert_app_ok, chart_figures):
+    at = app_at(n=32)
+    assert_app_ok(at)
+    a, b = at.query_params["a"], at.query_params["b"]
+    assert at.title[0].value == "Overview"
+    # accuracy recomputed on the very batch the sidebar chose
+    assert _metric(at, f"A: {a}").value == f"{_accuracy_now(a, 32):.2f} %"
+    assert _metric(at, f"B: {b}").value == f"{_accuracy_now(b, 32):.2f} %"
+    figures = chart_figures(at)
+    titles = [f.layout.title.text for f in figures]
+    assert any(t.startswith("Confusion matrix, A") for t in titles)
+    assert any(t.startswith("Confusion matrix, B") for t in titles)
+    assert any(t.startswith("Training curves") for t in titles)
+    # the confusion matrix sums to the batch size
+    conf = next(f for f in figures if f.layout.title.text.startswith("Confusion matrix, A"))
+    assert int(conf.data[0].z.sum()) == 32
+    # the disagreement count is the number of differing predictions
+    differ = int((_predictions(a, 32) != _predictions(b, 32)).sum())
+    assert any(h.value.startswith(f"Where A and B disagree ({differ} of 32") for h in at.subheader)
+    cards = at.dataframe[0].value
+    assert list(cards.columns) == ["", f"A: {a}", f"B: {b}"]
+    # mean over seeds of every configuration shipped with several seeds, from the cards
+    groups = seed_groups(list_checkpoints(CKPT))
+    if groups:
+        seeds = next(f for f in figures if f.layout.title.text.startswith("Test accuracy over seeds"))
+        means = dict(zip(seeds.data[1].x, seeds.data[1].y))
+        for g in groups:
+            assert means[g["config"]] == pytest.approx(sum(g["accs"]) / len(g["accs"]))
+
+
+def test_overview_reacts_to_batch_size_and_model_switch(app_at, assert_app_ok):
+    at = app_at(n=32)
+    at.slider(key="n").set_value(48).run()
+    assert_app_ok(at)
+    assert at.query_params["n"] == "48"
+    assert _metric(at, "A: ").value == f"{_accuracy_now(at.query_params['a'], 48):.2f} %"
+    other = "digits_resnet8_baseline_s1"
+    if other not in at.selectbox(key="model-B").options:
+        pytest.skip(f"{other} is not shipped yet")
+    at.selectbox(key="model-B").set_value(other).run()
+    assert_app_ok(at)
+    assert at.query_params["b"] == other
+    assert _metric(at, f"B: {other}").value == f"{_accuracy_now(other, 48):.2f} %"
+    at.toggle(key="ov-normalize").set_value(True).run()
+    assert_app_ok(at)
+
+
+def test_garbage_upload_shows_an_error_and_the_app_recovers(app_at, assert_app_ok):
+    from app_pages.common import UPLOAD
+
+    at = app_at(n=16)
+    shipped_a = at.query_params["a"]
+    at.selectbox(key="model-A").set_value(UPLOAD).run()
+    assert not at.exception
+    at.file_uploader(key="upload-A").upload("junk.pt", os.urandom(4096)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("does not load" in e and "junk.pt" in e for e in errors), errors
+    assert not at.get("plotly_chart")  # the page waits for a loadable model
+    at.selectbox(key="model-A").set_value(shipped_a).run()
+    assert_app_ok(at)
+    assert at.get("plotly_chart") and _metric(at, f"A: {shipped_a}")
+
+
+def test_upload_size_limit_is_enforced_by_the_app(app_at, monkeypatch):
+    from app_pages import common
+    from app_pages.common import UPLOAD
+
+    monkeypatch.setattr(common, "MAX_UPLOAD_MB", 0.001)  # 1 KiB: the app's own limit, not streamlit's
+    at = app_at(n=16)
+    at.selectbox(key="model-A").set_value(UPLOAD).run()
+    at.file_uploader(key="upload-A").upload("big.safetensors", b"\0" * 4096).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("upload limit" in e and "big.safetensors" in e for e in errors), errors
+    assert not any("does not load" in e for e in errors)  # refused before any attempt to load it
+
+
+def test_a_valid_upload_is_used_like_a_shipped_checkpoint(app_at, assert_app_ok):
+    from app_pages.common import UPLOAD
+
+    at = app_at(n=16)
+    name = at.query_params["a"]
+    data = open(os.path.join(CKPT, f"{name}.safetensors"), "rb").read()
+    at.selectbox(key="model-A").set_value(UPLOAD).run()
+    at.file_uploader(key="upload-A").upload("mine.safetensors", data).run()
+    assert_app_ok(at)
+    assert _metric(at, "A: mine.safetensors").value == f"{_accuracy_now(name, 16):.2f} %"

@@ -1,0 +1,83 @@
+"""AppTest of the Similarity page: runs on the shipped digits models, reacts to its widgets, shows library values."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
+# checkpoint is shipped, B is the paper-lambda one.
+MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
+          else {"b": "digits_resnet8_tffd-paper_s0"})
+N = 32
+
+
+def plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
+def features(at, slot: str, taps: list[str]):
+    """The page's model ``slot`` features on the sidebar batch, computed directly."""
+    from tffd_viz.checkpoints import load_checkpoint
+    from tffd_viz.data import sample_batch
+    from tffd_viz.features import extract_features
+
+    model, _ = load_checkpoint(ROOT / "checkpoints" / f"{at.selectbox(key=f'model-{slot}').value}.safetensors")
+    images, _ = sample_batch("digits", "test", N, seed=0)
+    return extract_features(model, images, taps)
+
+
+def test_similarity_page_values_and_widgets(app_at, assert_app_ok) -> None:
+    from tffd_viz.losses import salient_order
+    from tffd_viz.similarity import channel_cosine_matrix, inter_layer_alignment, paired_channel_cosine
+
+    at = app_at("similarity", **MODELS, n=N)
+    assert_app_ok(at)
+    assert at.selectbox(key="layer-similarity").value == "layer3"  # the last stage by default
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # cosine A, cosine B, paired pairs, inter-layer alignment
+    paired, alignment = at.dataframe[0].value, at.dataframe[1].value
+    assert set(paired["model"].str[0]) == {"A", "B"} and len(paired) == 2 * 32  # 64 channels -> 32 pairs each
+
+    feats = features(at, "A", ["layer1", "layer2", "layer3"])
+    f = feats["layer3"]
+    order = salient_order(f)
+    rows_a = paired[paired["model"].str.startswith("A")]
+    np.testing.assert_allclose(rows_a["cosine"].to_numpy(), paired_channel_cosine(f, order).numpy(), rtol=0,
+                               atol=1e-6)
+    assert rows_a["salient channel"].tolist() == order[:32].tolist()
+    assert rows_a["redundant channel"].tolist() == order[32:].tolist()
+    z = plotly_array(json.loads(charts[0].proto.spec)["data"][0]["z"])
+    np.testing.assert_allclose(z, channel_cosine_matrix(f, order).numpy(), rtol=0, atol=1e-6)
+    al_a = alignment[alignment["model"].str.startswith("A")]
+    assert sorted(set(al_a["pair"])) == ["layer1->layer2", "layer1->layer3", "layer2->layer3"]
+    got = al_a[al_a["pair"] == "layer1->layer3"]["cosine"].to_numpy()
+    np.testing.assert_allclose(got, inter_layer_alignment(feats["layer1"], feats["layer3"]).numpy(), rtol=0,
+                               atol=1e-6)
+
+    at.selectbox(key="layer-similarity").set_value("layer1").run()
+    assert_app_ok(at)
+    assert len(at.get("plotly_chart")) == 4 and len(at.dataframe[0].value) == 2 * 8
+
+    # B switched to A's checkpoint: both halves of the pair table agree
+    at.selectbox(key="model-B").set_value(at.selectbox(key="model-A").value).run()
+    assert_app_ok(at)
+    paired = at.dataframe[0].value
+    a = paired[paired["model"].str.startswith("A")]["cosine"].to_numpy()
+    b = paired[paired["model"].str.startswith("B")]["cosine"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+
+    # a layer without a spatial map is an error message, not a traceback; the rest of the page still draws
+    at.selectbox(key="layer-similarity").set_value("fc").run()
+    assert not at.exception
+    assert at.error and "4-D feature map" in at.error[0].value
+    assert len(at.get("plotly_chart")) == 1  # inter-layer alignment

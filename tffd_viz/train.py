@@ -1,0 +1,1088 @@
+"""Training with and without Tf-FD: recipes, the seeded in-memory loop, resumable state, model cards.
+
+One hyper-parameter dict per recipe (:data:`RECIPES`), a :class:`TrainConfig` holding every option,
+and :func:`train` running the loop:
+
+* data stay in memory; each epoch draws, from one seeded ``torch.Generator``, a permutation of the
+  training split and per-image crop offsets and flips (:func:`augment_batch`, whole-batch tensor ops,
+  no DataLoader workers); normalisation uses the dataset's mean/std;
+* one forward pass per step gives the logits and the stage taps (:func:`train_step`); the loss is
+  ``CE + warmup_weight(epoch, warmup) * TfFD(taps).total`` for ``method="tffd"``, plain CE for
+  ``"baseline"`` (whose Tf-FD terms are still computed, detached, and logged);
+* after every epoch: test accuracy, a history row (lr, CE, every intra/inter term, weighted total,
+  train/test accuracy, seconds, per-channel saliency of every tap on a fixed probe batch) and a
+  resumable state ``<out>.resume.pt`` (torch.save, read back with ``weights_only=True``);
+* at the end the weights and a model card go to ``<out>.safetensors`` + ``<out>.json``
+  (:func:`tffd_viz.checkpoints.save_checkpoint`).
+
+Multi-process data parallel training (``torchrun --nproc_per_node=N -m tffd_viz train ...``) is
+detected from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``: each rank takes a disjoint shard of the epoch's
+seeded permutation (DistributedSampler semantics), the model is wrapped in
+``DistributedDataParallel``, and only rank 0 evaluates and writes files.
+
+>>> from tffd_viz.train import config_from_recipe, train
+>>> model, card = train(config_from_recipe("digits", method="tffd", epochs=2, out=None))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import platform
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tffd_viz.data import DatasetBundle, ImageDataset, load_dataset, sample_indices
+from tffd_viz.errors import CheckpointError, TffdVizError
+from tffd_viz.losses import TfFD, channel_saliency, warmup_weight
+from tffd_viz.models import create_model, default_taps, extract_taps
+
+__all__ = [
+    "RECIPES", "SCHEDULES", "PRECISIONS", "METHODS", "TrainConfig", "config_from_recipe", "train", "train_step",
+    "evaluate_accuracy", "augment_batch", "probe_saliency", "resume_path", "checkpoint_stem", "parse_stages",
+    "parse_pairs", "state_sha256", "LAYER_PRESETS", "SWEEP_KEYS", "run_sweep", "sweep_prefix",
+]
+
+# --------------------------------------------------------------------------------------------------
+# recipes
+# --------------------------------------------------------------------------------------------------
+
+#: Hyper-parameters of each named recipe (airbench style: one dict per recipe, nothing hidden elsewhere).
+RECIPES: dict[str, dict[str, Any]] = {
+    # The reference CIFAR-100 setting of the Tf-FD paper (RepDistiller schedule).
+    "paper": {
+        "arch": "resnet20", "dataset": "cifar100", "epochs": 240, "batch_size": 128,
+        "lr": 0.1, "schedule": "multistep", "milestones": (150, 180, 210), "gamma": 0.1,
+        "lr_warmup": 0.0, "pct_start": 0.25,
+        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+        "crop_padding": 4, "flip": True,
+        "lambda_intra": 8e-4, "lambda_inter": 5e-4, "warmup": 20.0,
+    },
+    # A 30-epoch CPU-affordable CIFAR schedule: one-cycle to 0.15, paper lambdas, warm-up scaled 20/240*30 ~ 3.
+    "cpu30": {
+        "arch": "resnet20", "dataset": "cifar100", "epochs": 30, "batch_size": 128,
+        "lr": 0.15, "schedule": "onecycle", "milestones": (), "gamma": 0.1,
+        "lr_warmup": 0.0, "pct_start": 0.2,
+        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+        "crop_padding": 4, "flip": True,
+        "lambda_intra": 8e-4, "lambda_inter": 5e-4, "warmup": 3.0,
+    },
+    # resnet8 on scikit-learn digits: small crop, no flip (digits are not mirror-symmetric), one-cycle.
+    "digits": {
+        "arch": "resnet8", "dataset": "digits", "epochs": 30, "batch_size": 64,
+        "lr": 0.1, "schedule": "onecycle", "milestones": (), "gamma": 0.1,
+        "lr_warmup": 0.0, "pct_start": 0.25,
+        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+        "crop_padding": 2, "flip": False,
+        "lambda_intra": 8e-4, "lambda_inter": 5e-4, "warmup": 3.0,
+    },
+}
+
+METHODS: tuple[str, ...] = ("baseline", "tffd")
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+#: Options a resumed run may change without changing the trained weights.
+_RESUME_FREE = frozenset({"device", "out", "resume", "quiet", "threads", "probe_size", "stop_after",
+                          "data_root", "eval_batch_size"})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (defaults: the ``paper`` recipe, ``method="tffd"``).
+
+    Attributes
+    ----------
+    arch, dataset : str
+        Zoo model name and dataset name (see :mod:`tffd_viz.models`, :mod:`tffd_viz.data`).
+    data_root : str or None
+        Data root for CIFAR / image folders.
+    method : {"baseline", "tffd"}
+        Train on CE only, or on ``CE + warm-up * Tf-FD``.
+    lambda_intra, lambda_inter : float
+        Weights of the two Tf-FD families.
+    stages : list of str/int or None
+        Taps that take the intra term (names or indices into the model's default taps); None = all.
+    pairs : list of (str/int, str/int) or None
+        ``(shallow, deep)`` pairs of the inter term; None = every ``i < j``.
+    warmup : float
+        Epochs over which the Tf-FD weight ramps up (``min(1, epoch / warmup)``, epoch from 1).
+    epochs, batch_size : int
+        ``batch_size`` is per process under torchrun.
+    lr, schedule, milestones, gamma, lr_warmup, pct_start
+        Peak learning rate and the schedule (:data:`SCHEDULES`): ``multistep`` divides by ``1/gamma`` at
+        each milestone epoch; ``onecycle`` ramps (cosine) from ``lr/25`` to ``lr`` over the first
+        ``pct_start`` of the steps and anneals (cosine) to ``lr/1e4``; ``cosine`` warms up linearly for
+        ``lr_warmup`` epochs then follows a cosine to 0.
+    momentum, nesterov, weight_decay : SGD settings (weight decay on every parameter, as the reference).
+    crop_padding : int
+        Random crop after zero padding by this many pixels (0 = no crop).
+    flip : bool
+        Random horizontal flip.
+    seed : int
+        Seeds the model initialisation and the data generator.
+    device : {"auto", "cpu", "cuda"}
+    out : str or None
+        Output path (``x`` or ``x.safetensors``): writes ``x.safetensors``, ``x.json`` and the resumable
+        ``x.resume.pt`` after each epoch; None writes nothing.
+    resume : str or None
+        ``"auto"`` = continue from ``<out>.resume.pt`` if it exists; a path = continue from that file.
+    recipe : str or None
+        Name of the recipe the values came from (recorded in the card).
+    precision : {"fp32", "bf16"}
+        ``bf16`` runs forward/loss under ``torch.autocast(bfloat16)``; weights stay fp32.
+    threads : int or None
+        ``torch.set_num_threads`` for this process (None: leave as is).
+    probe_size : int
+        Images of the fixed probe batch (train split, seed 0, test transform) for the saliency log.
+    quiet : bool
+        No per-epoch lines or progress bar.
+    limit_train : int or None
+        Use only the first ``limit_train`` images of each epoch's permutation (tests, smoke runs).
+    stop_after : int or None
+        Stop after this epoch as if interrupted (the resume state is written; no checkpoint).
+    sync_saliency : bool
+        Under torchrun, average the channel saliency over ranks before ordering channels.
+    eval_batch_size : int
+    """
+
+    arch: str = "resnet20"
+    dataset: str = "cifar100"
+    data_root: str | None = None
+    method: str = "tffd"
+    lambda_intra: float = 8e-4
+    lambda_inter: float = 5e-4
+    stages: list[str | int] | None = None
+    pairs: list[tuple[str | int, str | int]] | None = None
+    warmup: float = 20.0
+    epochs: int = 240
+    batch_size: int = 128
+    lr: float = 0.1
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = (150, 180, 210)
+    gamma: float = 0.1
+    lr_warmup: float = 0.0
+    pct_start: float = 0.25
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    crop_padding: int = 4
+    flip: bool = True
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    resume: str | None = None
+    recipe: str | None = None
+    precision: str = "fp32"
+    threads: int | None = None
+    probe_size: int = 256
+    quiet: bool = False
+    limit_train: int | None = None
+    stop_after: int | None = None
+    sync_saliency: bool = False
+    eval_batch_size: int = 512
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> TrainConfig:
+        """Return self after validating the values; raise :class:`TffdVizError` naming the bad one."""
+        if self.method not in METHODS:
+            raise TffdVizError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.schedule not in SCHEDULES:
+            raise TffdVizError(f"unknown schedule {self.schedule!r}; choose one of {sorted(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise TffdVizError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise TffdVizError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "probe_size": self.probe_size, "eval_batch_size": self.eval_batch_size}
+        bad = {k: v for k, v in positive.items() if not v > 0}
+        if bad:
+            raise TffdVizError(f"these options must be positive: {bad}")
+        if self.crop_padding < 0 or self.warmup < 0 or self.weight_decay < 0:
+            raise TffdVizError(f"crop_padding, warmup and weight_decay must be >= 0, got {self.crop_padding}, "
+                               f"{self.warmup}, {self.weight_decay}")
+        if self.limit_train is not None and self.limit_train < 1:
+            raise TffdVizError(f"limit_train must be >= 1, got {self.limit_train}")
+        if not 0 < self.pct_start < 1:
+            raise TffdVizError(f"pct_start must be in (0, 1), got {self.pct_start}")
+        return self
+
+
+def config_from_recipe(name: str, **overrides: Any) -> TrainConfig:
+    """Return the :class:`TrainConfig` of recipe ``name`` with ``overrides`` (None values are ignored).
+
+    The effective hyper-parameters (recipe values with overrides applied) are kept in
+    ``config.hparams`` and go into the model card.
+
+    Raises
+    ------
+    TffdVizError
+        For an unknown recipe or option name.
+    """
+    if name not in RECIPES:
+        raise TffdVizError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"hparams"}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TffdVizError(f"unknown training option(s) {unknown}; valid: {sorted(names)}")
+    values: dict[str, Any] = dict(RECIPES[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    hparams = {k: values[k] for k in RECIPES[name]}
+    if "milestones" in values:
+        values["milestones"] = tuple(int(m) for m in values["milestones"])
+        hparams["milestones"] = list(values["milestones"])
+    return TrainConfig(recipe=name, hparams=hparams, **values).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# learning-rate schedules (step -> factor of the peak lr)
+# --------------------------------------------------------------------------------------------------
+
+
+def _multistep(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        epoch = step // steps_per_epoch  # 0-based epoch of this step
+        return cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+    return factor
+
+
+def _onecycle(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    start, end = 1.0 / 25.0, 1.0 / 1e4
+
+    def factor(step: int) -> float:
+        t = min(step, total) / total
+        if t < cfg.pct_start:
+            return start + (1 - start) * (1 - math.cos(math.pi * t / cfg.pct_start)) / 2
+        return end + (1 - end) * (1 + math.cos(math.pi * (t - cfg.pct_start) / (1 - cfg.pct_start))) / 2
+    return factor
+
+
+def _cosine(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(round(cfg.lr_warmup * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(step - warm, total - warm) / max(1, total - warm)
+        return (1 + math.cos(math.pi * t)) / 2
+    return factor
+
+
+#: Schedule name -> ``(config, steps_per_epoch) -> (step -> lr factor)``; stepped once per optimiser step.
+SCHEDULES: dict[str, Callable[[TrainConfig, int], Callable[[int], float]]] = {
+    "multistep": _multistep,
+    "onecycle": _onecycle,
+    "cosine": _cosine,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+
+
+def augment_batch(x01: Tensor, offsets: Tensor | None, flips: Tensor | None, padding: int) -> Tensor:
+    """Random crop (zero padding) and horizontal flip of a batch, as tensor ops.
+
+    Parameters
+    ----------
+    x01 : Tensor (N, C, H, W)
+        Images in [0, 1] (before normalisation, so the padding is black as in torchvision's RandomCrop).
+    offsets : LongTensor (N, 2) or None
+        Top-left corner ``(dy, dx)`` of each crop in the padded image, each in ``[0, 2 * padding]``.
+    flips : BoolTensor (N,) or None
+        Which images to mirror left-right (after cropping).
+    padding : int
+
+    Returns
+    -------
+    Tensor (N, C, H, W)
+        ``out[i] = pad(x01[i])[:, dy:dy+H, dx:dx+W]``, flipped where ``flips[i]``.
+    """
+    n, _, h, w = x01.shape
+    out = x01
+    if padding > 0 and offsets is not None:
+        padded = F.pad(x01, (padding, padding, padding, padding))
+        offsets = offsets.to(x01.device)
+        rows = offsets[:, 0].view(n, 1, 1) + torch.arange(h, device=x01.device).view(1, h, 1)
+        cols = offsets[:, 1].view(n, 1, 1) + torch.arange(w, device=x01.device).view(1, 1, w)
+        batch = torch.arange(n, device=x01.device).view(n, 1, 1)
+        out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    if flips is not None:
+        out = torch.where(flips.to(x01.device).view(n, 1, 1, 1), out.flip(3), out)
+    return out.contiguous()
+
+
+def _epoch_draws(n: int, cfg: TrainConfig, gen: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Draw, in this order, the permutation (n,), crop offsets (n, 2) and flips (n,) of one epoch."""
+    perm = torch.randperm(n, generator=gen)
+    offsets = (torch.randint(0, 2 * cfg.crop_padding + 1, (n, 2), generator=gen)
+               if cfg.crop_padding > 0 else None)
+    flips = torch.rand(n, generator=gen) < 0.5 if cfg.flip else None
+    return perm, offsets, flips
+
+
+def _shard_positions(n: int, world: int, rank: int) -> Tensor:
+    """Positions into an epoch's permutation for ``rank`` (DistributedSampler: pad by wrapping, stride)."""
+    total = math.ceil(n / world) * world
+    positions = torch.arange(total) % n
+    return positions[rank:total:world]
+
+
+# --------------------------------------------------------------------------------------------------
+# one step
+# --------------------------------------------------------------------------------------------------
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _model_taps(model: nn.Module, x: Tensor, taps: Sequence[str]) -> tuple[Tensor, OrderedDict[str, Tensor]]:
+    """One forward pass through ``model`` (possibly a DDP wrapper) with hooks on the inner module's taps."""
+    prefix = "module." if isinstance(model, DistributedDataParallel) else ""
+    logits, feats = extract_taps(model, x, [prefix + t for t in taps], return_logits=True)
+    return logits, OrderedDict((t, feats[prefix + t]) for t in taps)
+
+
+def train_step(model: nn.Module, batch: Tensor, labels: Tensor, tffd: TfFD | None, warm: float,
+               optimizer: torch.optim.Optimizer, *, taps: Sequence[str] | None = None, apply_tffd: bool = True,
+               autocast_dtype: torch.dtype | None = None,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
+    """One optimisation step: a single forward pass gives logits and taps, then CE (+ Tf-FD), backward, step.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In train mode; a zoo model or a ``DistributedDataParallel`` wrapping one.
+    batch : Tensor (N, C, H, W)
+        Normalised images on the model's device.
+    labels : LongTensor (N,)
+    tffd : TfFD or None
+        The Tf-FD loss over the taps; None computes no Tf-FD term at all.
+    warm : float
+        Warm-up weight of the Tf-FD total (:func:`tffd_viz.losses.warmup_weight`).
+    optimizer : Optimizer
+    taps : list of str, optional
+        Tap names of the inner model (default: its default taps).
+    apply_tffd : bool
+        False (baseline): the terms are computed under ``no_grad`` from detached taps, for logging only.
+    autocast_dtype : torch.dtype or None
+        Run forward and loss under ``torch.autocast`` with this dtype.
+    scheduler : LRScheduler, optional
+        Stepped after the optimiser.
+
+    Returns
+    -------
+    dict of float
+        ``loss``, ``ce``, ``tffd_total`` (lambda-weighted, before warm-up; NaN without ``tffd``),
+        ``intra/<tap>``, ``inter/<a>-><b>``, ``correct`` (count), ``n`` (batch size), ``lr`` (used).
+    """
+    names = list(taps) if taps is not None else list(default_taps(_inner(model)))
+    lr = float(optimizer.param_groups[0]["lr"])
+    with _autocast(batch.device, autocast_dtype):
+        logits, feats = _model_taps(model, batch, names)
+        ce = F.cross_entropy(logits.float(), labels)
+        out = None
+        loss = ce
+        if tffd is not None and apply_tffd:
+            out = tffd(feats)
+            loss = ce + warm * out.total
+        elif tffd is not None:
+            with torch.no_grad():
+                out = tffd(OrderedDict((k, v.detach()) for k, v in feats.items()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    keys = ["loss", "ce", "correct"]
+    values = [loss.detach().float(), ce.detach().float(), (logits.detach().argmax(1) == labels).sum().float()]
+    if out is not None:
+        keys.append("tffd_total")
+        values.append(out.total.detach().float())
+        for k, v in out.intra.items():
+            keys.append(f"intra/{k}")
+            values.append(v.detach().float())
+        for k, v in out.inter.items():
+            keys.append(f"inter/{k}")
+            values.append(v.detach().float())
+    stats = dict(zip(keys, torch.stack(values).tolist(), strict=True))  # one device sync per step
+    stats.setdefault("tffd_total", float("nan"))
+    stats["n"] = float(labels.shape[0])
+    stats["lr"] = lr
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    w = next((p for p in model.parameters() if p.ndim == 4), None)
+    if w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512,
+                      device: torch.device | str | None = None, autocast_dtype: torch.dtype | None = None) -> float:
+    """Top-1 accuracy (percent) of ``model`` on a whole split with the test transform, in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(n, C, H, W)`` normalised images to logits; its train/eval mode is restored afterwards.
+    dataset : ImageDataset
+    batch_size : int
+    device : device, optional
+        Default: the model's device.
+
+    Returns
+    -------
+    float
+        ``100 * correct / len(dataset)``.
+    """
+    model = _inner(model)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    fmt = _memory_format(model)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with _eval_mode(model), torch.no_grad(), _autocast(device, autocast_dtype):
+        for start in range(0, len(dataset), batch_size):
+            idx = slice(start, min(start + batch_size, len(dataset)))
+            x = dataset.normalized(idx).to(device).contiguous(memory_format=fmt)
+            correct += (model(x).argmax(1) == dataset.labels[idx].to(device)).sum()
+    return 100.0 * float(correct) / max(1, len(dataset))
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def probe_saliency(model: nn.Module, probe: Tensor, taps: Sequence[str]) -> dict[str, list[float]]:
+    """Per-channel :func:`channel_saliency` of every tap on a probe batch (eval mode, no_grad), 4 digits.
+
+    Parameters
+    ----------
+    model : nn.Module
+    probe : Tensor (n, C, H, W)
+        Normalised images on the model's device.
+    taps : list of str
+
+    Returns
+    -------
+    dict[str, list[float]]
+        ``tap -> [C_tap values]`` rounded to 4 significant digits.
+    """
+    model = _inner(model)
+    with _eval_mode(model), torch.no_grad():
+        feats = extract_taps(model, probe.contiguous(memory_format=_memory_format(model)), list(taps))
+    return {k: [_significant(v) for v in channel_saliency(f.float()).cpu().tolist()] for k, f in feats.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# stages, pairs, paths
+# --------------------------------------------------------------------------------------------------
+
+
+def _stage_key(text: str | int) -> str | int:
+    if isinstance(text, int):
+        return text
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def parse_stages(spec: str | Sequence[str | int] | None) -> list[str | int] | None:
+    """Parse ``"layer1,layer3"`` / ``"0,2"`` (or a list) into stage keys; None/``"all"`` -> None; ``"none"`` -> []."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return None
+        if spec.strip().lower() in ("none", ""):
+            return []
+        return [_stage_key(s) for s in spec.split(",") if s.strip()]
+    return [_stage_key(s) for s in spec]
+
+
+def parse_pairs(spec: str | Sequence[Sequence[str | int]] | None) -> list[tuple[str | int, str | int]] | None:
+    """Parse ``"0-1,0-2,1-2"`` or ``"layer1-layer3"`` (or a list of pairs); None/``"all"`` -> None; ``"none"`` -> []."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return None
+        if spec.strip().lower() in ("none", ""):
+            return []
+        pairs = []
+        for item in spec.split(","):
+            sep = "->" if "->" in item else "-"
+            parts = item.split(sep)
+            if len(parts) != 2 or not all(p.strip() for p in parts):
+                raise TffdVizError(f"a pair must look like 'a-b' (shallow-deep), got {item!r} in {spec!r}")
+            pairs.append((_stage_key(parts[0]), _stage_key(parts[1])))
+        return pairs
+    out = []
+    for p in spec:
+        if isinstance(p, str) or len(p) != 2:
+            raise TffdVizError(f"each pair must be (shallow, deep), got {p!r}")
+        out.append((_stage_key(p[0]), _stage_key(p[1])))
+    return out
+
+
+def _stage_name(key: str | int, taps: list[str]) -> str:
+    if isinstance(key, int):
+        if not 0 <= key < len(taps):
+            raise TffdVizError(f"stage index {key} out of range for taps {taps}")
+        return taps[key]
+    if key not in taps:
+        raise TffdVizError(f"unknown stage {key!r}; the model's stage taps are {taps}")
+    return key
+
+
+def _resolved_stages(cfg: TrainConfig, taps: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    stages = list(taps) if cfg.stages is None else [_stage_name(s, taps) for s in cfg.stages]
+    if cfg.pairs is None:
+        pairs = [(taps[i], taps[j]) for i in range(len(taps)) for j in range(i + 1, len(taps))]
+    else:
+        pairs = [(_stage_name(a, taps), _stage_name(b, taps)) for a, b in cfg.pairs]
+        bad = [p for p in pairs if taps.index(p[0]) >= taps.index(p[1])]
+        if bad:
+            raise TffdVizError(f"pairs {bad}: the shallow tap must come before the deep one in {taps}")
+    return list(dict.fromkeys(stages)), list(dict.fromkeys(pairs))
+
+
+def checkpoint_stem(out: str | os.PathLike) -> Path:
+    """Return ``out`` without a ``.safetensors`` / ``.json`` suffix (``runs/x.safetensors`` -> ``runs/x``)."""
+    path = Path(out)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Return the resumable-state path of output ``out``: ``<stem>.resume.pt``."""
+    stem = checkpoint_stem(out)
+    return stem.with_name(stem.name + ".resume.pt")
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``model.state_dict()`` (sorted by name)."""
+    digest = hashlib.sha256()
+    for name, t in sorted(_inner(model).state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed context
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_context(device_kind: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        owns = True
+    return _Dist(world=world, rank=rank, local_rank=local_rank, owns_group=owns)
+
+
+def _resolved_device(spec: str, ctx_local_rank: int) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TffdVizError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        return torch.device(spec if ":" in spec else f"cuda:{ctx_local_rank}")
+    return torch.device("cpu")
+
+
+def _averaged_saliency(f: Tensor) -> Tensor:
+    """Channel saliency of the local batch averaged over all ranks (for ``--sync-saliency``)."""
+    s = channel_saliency(f.detach()).float().contiguous()
+    dist.all_reduce(s, op=dist.ReduceOp.SUM)
+    return (s / dist.get_world_size()).to(f.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# loop
+# --------------------------------------------------------------------------------------------------
+
+_EPOCH_SUM_KEYS = ("loss", "ce", "tffd_total")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    from tffd_viz import __version__
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "tffd_viz": __version__,
+            "python": platform.python_version()}
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["milestones"] = list(d["milestones"])
+    d["stages"] = None if d["stages"] is None else list(d["stages"])
+    d["pairs"] = None if d["pairs"] is None else [list(p) for p in d["pairs"]]
+    return d
+
+
+def _log(cfg: TrainConfig, ctx: _Dist, text: str) -> None:
+    if ctx.main and not cfg.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _format_row(row: dict[str, Any], epochs: int) -> str:
+    terms = " ".join(f"{k}={v:.4g}" for k, v in row["intra"].items())
+    inter = " ".join(f"{k}={v:.4g}" for k, v in row["inter"].items())
+    return (f"epoch {row['epoch']}/{epochs} lr={row['lr']:.4g} ce={row['ce']:.4f} tffd={row['tffd_total']:.4g} "
+            f"w={row['tffd_weight']:.3g} intra[{terms}] inter[{inter}] train_acc={row['train_acc']:.2f} "
+            f"test_acc={row['test_acc']:.2f} {row['seconds']:.1f}s")
+
+
+def _progress_bar(cfg: TrainConfig, ctx: _Dist, total: int, epoch: int) -> Any:
+    if not ctx.main or cfg.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+
+
+def _resume_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a CheckpointError for the user
+        raise CheckpointError(f"cannot read the resume state {str(path)!r}: {exc}") from None
+    if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
+        raise CheckpointError(f"{str(path)!r} is not a tffd-viz resume state (no 'config'/'epoch' keys)")
+    now, then = _config_dict(cfg), state["config"]
+    differ = {k: (then.get(k), now[k]) for k in now if k not in _RESUME_FREE and then.get(k) != now[k]}
+    if differ:
+        raise CheckpointError(f"cannot resume from {str(path)!r}: these options differ from the saved run "
+                              f"(saved, now): {differ}")
+    return state
+
+
+def _save_resume(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def train(config: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None
+          ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a zoo model with or without Tf-FD and return it with its model card.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    progress : callable, optional
+        Called on rank 0 with each epoch's history row as it completes.
+
+    Returns
+    -------
+    model : nn.Module
+        The trained (inner, unwrapped) model, in eval mode, on the training device.
+    card : dict
+        Every key of :data:`tffd_viz.checkpoints.CARD_KEYS` plus ``hparams``, ``stages``, ``world_size``,
+        ``precision``, ``completed`` (False when stopped early by ``stop_after``).
+
+    Raises
+    ------
+    TffdVizError
+        Bad options; :class:`CheckpointError` for an unusable resume state.
+    """
+    cfg = config.check()
+    device_kind = "cuda" if (cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())) \
+        else "cpu"
+    ctx = _dist_context(device_kind)
+    try:
+        return _train(cfg, ctx, progress)
+    finally:
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], None] | None
+           ) -> tuple[nn.Module, dict[str, Any]]:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = _resolved_device(cfg.device, ctx.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = PRECISIONS[cfg.precision]
+    bundle: DatasetBundle = load_dataset(cfg.dataset, cfg.data_root)
+    train_set, test_set = bundle.train, bundle.test
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes=len(bundle.classes), in_chans=bundle.in_chans)
+    use_cl = device.type == "cpu" or amp is not None
+    fmt = torch.channels_last if use_cl else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    taps = list(default_taps(model))
+    stages, pairs = _resolved_stages(cfg, taps)
+    saliency_fn = _averaged_saliency if (cfg.sync_saliency and ctx.active) else None
+    tffd = TfFD(cfg.lambda_intra, cfg.lambda_inter, stages=stages, pairs=pairs, saliency_fn=saliency_fn)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay)
+    n_train = len(train_set) if cfg.limit_train is None else min(cfg.limit_train, len(train_set))
+    shard_len = math.ceil(n_train / ctx.world)
+    steps_per_epoch = math.ceil(shard_len / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[cfg.schedule](cfg, steps_per_epoch))
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    train_images = train_set.images.to(device)
+    train_labels = train_set.labels.to(device)
+    probe_idx = sample_indices(len(train_set), min(cfg.probe_size, len(train_set)), seed=0)
+    probe = train_set.normalized(probe_idx).to(device)
+
+    history: list[dict[str, Any]] = []
+    best_acc, start_epoch, seconds_done = float("-inf"), 0, 0.0
+    rpath = resume_path(cfg.out) if cfg.out is not None else None
+    if cfg.resume is not None:
+        source = rpath if cfg.resume == "auto" else Path(cfg.resume)
+        if source is None:
+            raise TffdVizError("resume='auto' needs out=... (the resume state is <out>.resume.pt)")
+        if source.is_file():
+            state = _resume_state(source, cfg)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            history, best_acc = list(state["history"]), float(state["best_acc"])
+            start_epoch, seconds_done = int(state["epoch"]), float(state["train_seconds"])
+            _log(cfg, ctx, f"resumed from {source} after epoch {start_epoch}")
+        elif cfg.resume != "auto":
+            raise CheckpointError(f"resume state {str(source)!r} does not exist")
+
+    net: nn.Module = model
+    if ctx.active:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    positions = _shard_positions(n_train, ctx.world, ctx.rank)
+    apply = cfg.method == "tffd"
+    last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+    _log(cfg, ctx, f"training {cfg.arch} on {cfg.dataset} ({n_train} images, {steps_per_epoch} steps/epoch, "
+                   f"world {ctx.world}) method={cfg.method} stages={stages} pairs={pairs} device={device}")
+
+    for epoch in range(start_epoch + 1, last_epoch + 1):
+        t0 = time.perf_counter()
+        perm, offsets, flips = _epoch_draws(len(train_set), cfg, gen)
+        perm = perm[:n_train]
+        warm = warmup_weight(epoch, cfg.warmup)
+        sums: dict[str, float] = {}
+        lr_first = float(optimizer.param_groups[0]["lr"])
+        net.train()
+        bar = _progress_bar(cfg, ctx, steps_per_epoch, epoch)
+        for step in range(steps_per_epoch):
+            pos = positions[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = perm[pos].to(device)
+            x01 = train_images[idx]
+            x01 = x01.float().div_(255.0) if x01.dtype == torch.uint8 else x01.float()
+            x01 = augment_batch(x01, None if offsets is None else offsets[pos],
+                                None if flips is None else flips[pos], cfg.crop_padding)
+            x = train_set.normalize(x01).contiguous(memory_format=fmt)
+            stats = train_step(net, x, train_labels[idx], tffd, warm, optimizer, taps=taps, apply_tffd=apply,
+                               autocast_dtype=amp, scheduler=scheduler)
+            n = stats["n"]
+            for k, v in stats.items():
+                if k in ("n", "correct", "lr"):
+                    sums[k] = sums.get(k, 0.0) + v
+                else:
+                    sums[k] = sums.get(k, 0.0) + v * n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(ce=f"{stats['ce']:.3f}", tffd=f"{stats['tffd_total']:.3g}")
+        if bar is not None:
+            bar.close()
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        if ctx.active:
+            totals = totals.to(device)
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+            for buf in model.buffers():  # BN running statistics: rank 0's, so every rank ends identical
+                dist.broadcast(buf, src=0)
+        sums = dict(zip(keys, totals.cpu().tolist(), strict=True))
+        count = sums["n"]
+        seconds = time.perf_counter() - t0
+        seconds_done += seconds
+        row: dict[str, Any] | None = None
+        if ctx.main:
+            test_acc = evaluate_accuracy(model, test_set, cfg.eval_batch_size, device, amp)
+            best_acc = max(best_acc, test_acc)
+            row = {
+                "epoch": epoch, "lr": lr_first, "ce": sums["ce"] / count,
+                "intra": {k[6:]: sums[k] / count for k in keys if k.startswith("intra/")},
+                "inter": {k[6:]: sums[k] / count for k in keys if k.startswith("inter/")},
+                "tffd_total": sums["tffd_total"] / count, "tffd_weight": warm if apply else 0.0,
+                "loss": sums["loss"] / count, "train_acc": 100.0 * sums["correct"] / count, "test_acc": test_acc,
+                "seconds": seconds, "saliency": probe_saliency(model, probe, taps),
+            }
+            history.append(row)
+            _log(cfg, ctx, _format_row(row, cfg.epochs))
+            if rpath is not None:
+                _save_resume(rpath, {
+                    "config": _config_dict(cfg), "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "history": history, "best_acc": best_acc, "train_seconds": seconds_done,
+                })
+            if progress is not None:
+                progress(row)
+
+    model.eval()
+    _write_rank_hash(model, ctx)
+    completed = last_epoch == cfg.epochs
+    card = _card(cfg, bundle, model, taps, stages, pairs, history, best_acc, seconds_done, device, ctx, completed)
+    if ctx.main and cfg.out is not None and completed:
+        from tffd_viz.checkpoints import save_checkpoint
+
+        path = save_checkpoint(model, card, checkpoint_stem(cfg.out).with_suffix(".safetensors"))
+        _log(cfg, ctx, f"saved {path}")
+    return model, card
+
+
+def _write_rank_hash(model: nn.Module, ctx: _Dist) -> None:
+    """With ``$TFFD_DEBUG_RANK_HASH_DIR`` set, write ``rank<r>.sha256`` holding :func:`state_sha256`."""
+    folder = os.environ.get("TFFD_DEBUG_RANK_HASH_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank{ctx.rank}.sha256").write_text(state_sha256(model) + "\n")
+
+
+def _card(cfg: TrainConfig, bundle: DatasetBundle, model: nn.Module, taps: list[str], stages: list[str],
+          pairs: list[tuple[str, str]], history: list[dict[str, Any]], best_acc: float, seconds: float,
+          device: torch.device, ctx: _Dist, completed: bool) -> dict[str, Any]:
+    return {
+        "arch": cfg.arch, "num_classes": len(bundle.classes), "in_chans": bundle.in_chans, "dataset": cfg.dataset,
+        "mean": list(bundle.mean), "std": list(bundle.std), "method": cfg.method,
+        "lambda_intra": cfg.lambda_intra, "lambda_inter": cfg.lambda_inter, "taps": list(taps),
+        "pairs": [list(p) for p in pairs], "epochs": cfg.epochs, "warmup": cfg.warmup, "seed": cfg.seed,
+        "recipe": cfg.recipe, "final_acc": history[-1]["test_acc"] if history else None,
+        "best_acc": best_acc if history else None, "train_seconds": seconds, "device": _device_name(device),
+        "versions": _versions(), "history": history,
+        "hparams": dict(cfg.hparams) if cfg.hparams else {k: v for k, v in _config_dict(cfg).items()
+                                                         if k in RECIPES["paper"]},
+        "stages": list(stages), "world_size": ctx.world, "precision": cfg.precision, "completed": completed,
+        "classes": list(bundle.classes),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def _preset_all(n: int) -> tuple[list[int] | None, list[tuple[int, int]] | None]:
+    return None, None
+
+
+def _preset_intra_only(n: int) -> tuple[list[int] | None, list[tuple[int, int]] | None]:
+    return None, []
+
+
+def _preset_inter_only(n: int) -> tuple[list[int] | None, list[tuple[int, int]] | None]:
+    return [], None
+
+
+def _preset_last2(n: int) -> tuple[list[int] | None, list[tuple[int, int]] | None]:
+    return [n - 2, n - 1], [(n - 2, n - 1)]
+
+
+def _preset_adjacent(n: int) -> tuple[list[int] | None, list[tuple[int, int]] | None]:
+    return None, [(i, i + 1) for i in range(n - 1)]
+
+
+#: Layer preset -> (number of stage taps) -> (intra stages, inter pairs) as indices; None = all.
+LAYER_PRESETS: dict[str, Callable[[int], tuple[list[int] | None, list[tuple[int, int]] | None]]] = {
+    "all": _preset_all,
+    "intra-only": _preset_intra_only,
+    "inter-only": _preset_inter_only,
+    "last2": _preset_last2,
+    "adjacent": _preset_adjacent,
+}
+
+#: Settings that identify a sweep row (with the seed); a rerun skips rows whose settings are in the table.
+SWEEP_KEYS: tuple[str, ...] = ("recipe", "arch", "dataset", "epochs", "batch_size", "lr", "schedule", "warmup",
+                               "limit_train", "method", "layers", "lambda_intra", "lambda_inter", "seed")
+
+
+def _row_key(row: dict[str, Any]) -> tuple:
+    return tuple(None if row.get(k) in ("", None) else str(row.get(k)) for k in SWEEP_KEYS)
+
+
+def _sweep_row(cfg: TrainConfig, layers: str, card: dict[str, Any]) -> dict[str, Any]:
+    last = card["history"][-1]
+    row: dict[str, Any] = {k: getattr(cfg, k) for k in SWEEP_KEYS if k != "layers"}
+    row["layers"] = layers
+    row.update({"final_acc": card["final_acc"], "best_acc": card["best_acc"], "train_acc": last["train_acc"],
+                "ce": last["ce"], "tffd_total": last["tffd_total"]})
+    row.update({f"intra_{k}": v for k, v in last["intra"].items()})
+    row.update({f"inter_{k}": v for k, v in last["inter"].items()})
+    row["train_seconds"] = card["train_seconds"]
+    return {k: row[k] for k in SWEEP_KEYS} | {k: v for k, v in row.items() if k not in SWEEP_KEYS}
+
+
+def _write_table(rows: list[dict[str, Any]], prefix: Path) -> None:
+    import csv
+    import json
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = prefix.with_name(prefix.name + ".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(prefix.with_name(prefix.name + ".json"))
+    tmp = prefix.with_name(prefix.name + ".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    tmp.replace(prefix.with_name(prefix.name + ".csv"))
+
+
+def _read_table(prefix: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = prefix.with_name(prefix.name + ".json")
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TffdVizError(f"cannot read the sweep table {str(path)!r}: {exc}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TffdVizError(f"the sweep table {str(path)!r} is not a JSON list of row objects")
+    return rows
+
+
+def sweep_prefix(out_prefix: str | os.PathLike) -> Path:
+    """Return the table prefix (``x.csv``/``x.json`` -> ``x``)."""
+    path = Path(out_prefix)
+    return path.with_suffix("") if path.suffix in (".csv", ".json") else path
+
+
+def run_sweep(base_config: TrainConfig, grid: dict[str, Sequence[Any]], out_prefix: str | os.PathLike,
+              progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train every combination of a grid and write one results table, skipping rows already there.
+
+    Parameters
+    ----------
+    base_config : TrainConfig
+        Every other option (its ``out``/``resume`` are ignored: sweep runs write no checkpoints).
+    grid : dict
+        ``lambda_intra``, ``lambda_inter`` (lists of floats), ``layers`` (list of :data:`LAYER_PRESETS`
+        names) and ``seeds`` (list of ints); missing keys take the base config's single value / ``["all"]``.
+        A run with both lambdas 0 is trained as ``method="baseline"`` (its terms are still logged).
+    out_prefix : path
+        Writes ``<prefix>.csv`` and ``<prefix>.json`` (same rows) after every run.
+    progress : callable, optional
+        Called with each new row.
+
+    Returns
+    -------
+    list of dict
+        Every row of the table (old and new): the settings of :data:`SWEEP_KEYS`, ``final_acc``, ``best_acc``,
+        ``train_acc``, ``ce``, ``tffd_total``, ``intra_<tap>``, ``inter_<a>-><b>`` (last epoch) and ``train_seconds``.
+    """
+    import itertools
+
+    prefix = sweep_prefix(out_prefix)
+    layers = list(grid.get("layers", ["all"]))
+    unknown = [name for name in layers if name not in LAYER_PRESETS]
+    if unknown:
+        raise TffdVizError(f"unknown layer preset(s) {unknown}; choose from {list(LAYER_PRESETS)}")
+    n_taps = len(default_taps(create_model(base_config.arch, num_classes=2, in_chans=1)))
+    rows = _read_table(prefix)
+    done = {_row_key(r) for r in rows}
+    combos = itertools.product(grid.get("seeds", [base_config.seed]), layers,
+                               grid.get("lambda_intra", [base_config.lambda_intra]),
+                               grid.get("lambda_inter", [base_config.lambda_inter]))
+    for seed, layer, li, le in combos:
+        stages, pairs = LAYER_PRESETS[layer](n_taps)
+        method = "baseline" if float(li) == 0.0 and float(le) == 0.0 else "tffd"
+        cfg = dataclasses.replace(base_config, seed=int(seed), lambda_intra=float(li), lambda_inter=float(le),
+                                  stages=stages, pairs=pairs, method=method, out=None, resume=None,
+                                  stop_after=None)
+        key_row = {k: getattr(cfg, k) for k in SWEEP_KEYS if k != "layers"} | {"layers": layer}
+        if _row_key(key_row) in done:
+            continue
+        _, card = train(cfg)
+        row = _sweep_row(cfg, layer, card)
+        rows.append(row)
+        done.add(_row_key(row))
+        _write_table(rows, prefix)
+        if progress is not None:
+            progress(row)
+        print(f"sweep row {len(rows)}: layers={layer} lambda_intra={li:g} lambda_inter={le:g} seed={seed} "
+              f"final_acc={row['final_acc']:.2f} ({row['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
+    if not prefix.with_name(prefix.name + ".json").is_file():
+        _write_table(rows, prefix)
+    return rows
