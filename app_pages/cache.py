@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +94,45 @@ class ModelEntry:
     lock: threading.Lock
 
 
+UPLOAD_STORE_MAX_BYTES = 1 << 30  # the uploads kept in memory, all sessions together
+
+
+@dataclass
+class UploadStore:
+    """Uploaded checkpoint bytes by sha256, least recently used dropped past ``UPLOAD_STORE_MAX_BYTES``.
+
+    Shared by every session; content-addressed, so sessions cannot clash. A dropped upload makes
+    :func:`model_entry` ask for the file again (a model already loaded stays cached).
+    """
+
+    items: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put(self, sha: str, data: bytes) -> None:
+        with self.lock:
+            self.items[sha] = data
+            self.items.move_to_end(sha)
+            while sum(len(v) for v in self.items.values()) > UPLOAD_STORE_MAX_BYTES and len(self.items) > 1:
+                self.items.popitem(last=False)
+
+    def get(self, sha: str) -> bytes | None:
+        with self.lock:
+            data = self.items.get(sha)
+            if data is not None:
+                self.items.move_to_end(sha)
+            return data
+
+
 @st.cache_resource(max_entries=1, show_spinner=False)
-def upload_store() -> dict[str, bytes]:
-    """Uploaded checkpoint bytes by sha256 (shared; content-addressed, so sessions cannot clash)."""
-    return {}
+def upload_store() -> UploadStore:
+    """The one shared :class:`UploadStore`."""
+    return UploadStore()
 
 
 def remember_upload(data: bytes) -> str:
     """Store uploaded bytes under their sha256 and return it."""
     sha = ckpt.checkpoint_sha256(data)
-    upload_store()[sha] = data
+    upload_store().put(sha, data)
     return sha
 
 

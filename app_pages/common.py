@@ -158,7 +158,8 @@ def _loaded_card(ref: cache.ModelRef, slot: str) -> dict | None:
     try:
         return cache.model_card(ref)
     except TffdVizError as exc:
-        st.sidebar.error(f"Model {slot} ({ref.label}) does not load: {exc}")
+        message = str(exc).replace("pass allow_nonfinite=True to load it anyway", "fix the file, or load it in Python with allow_nonfinite=True")
+        st.sidebar.error(f"Model {slot} ({ref.label}) does not load: {message}")
         return None
 
 

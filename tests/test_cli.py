@@ -94,3 +94,22 @@ def test_registry_dispatches_added_commands(capsys) -> None:
     finally:
         del COMMANDS["echo-test"]
     assert calls == [4]
+
+
+def test_checkpoints_command_prints_markdown_table(tmp_path, capsys):
+    """`tffd-viz checkpoints FOLDER` lists every checkpoint's card as one markdown row."""
+    from tffd_viz.checkpoints import empty_card, save_checkpoint
+    from tffd_viz.cli import main
+    from tffd_viz.models import create_model
+
+    for seed, acc in ((0, 91.5), (1, 92.25)):
+        card = empty_card()
+        card.update(arch="resnet8", num_classes=10, in_chans=1, dataset="digits", method="tffd", seed=seed,
+                    final_acc=acc, lambda_intra=0.1, lambda_inter=0.1)
+        save_checkpoint(create_model("resnet8", 10, 1), card, tmp_path / f"m_s{seed}.safetensors")
+    assert main(["checkpoints", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| file | arch | dataset | method |")
+    assert len(lines) == 4
+    assert lines[2].startswith("| m_s0.safetensors | resnet8 | digits | tffd | 0.1 | 0.1 |") and "| 91.5 |" in lines[2]
+    assert "| 92.25 |" in lines[3]

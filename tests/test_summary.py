@@ -32,6 +32,8 @@ def test_card_table_side_by_side():
     assert row["method"] == "tffd" and row["λ intra"] == "0.0008" and row["final test top-1 (%)"] == "98"
     assert dict(zip(df[""], df["A: base"]))["pairs (inter)"] == "layer1->layer2"
     assert dict(zip(df[""], df["A: base"]))["λ intra"] == "—"
+    logged = card_table({"A": _card(method="baseline", lambda_intra=8e-4)})
+    assert dict(zip(logged[""], logged["A"]))["λ intra"] == "0.0008 (logged only)"
 
 
 def test_disagreements_orders_one_right_first():
@@ -63,6 +65,8 @@ def test_checkpoint_rows_and_markdown():
     rows = checkpoint_rows([("checkpoints/x.safetensors", _card(arch="resnet8", history=hist, final_acc=90.0))])
     assert rows[0]["file"] == "x.safetensors"
     assert abs(rows[0]["mean_intra"] - 0.3) < 1e-12 and abs(rows[0]["mean_inter"] - 0.1) < 1e-12
+    base = checkpoint_rows([("b.safetensors", _card(method="baseline", lambda_intra=8e-4, lambda_inter=5e-4))])
+    assert base[0]["lambda_intra"] is None and base[0]["lambda_inter"] is None
     md = markdown_table(rows, ["file", "arch", "final_acc", "mean_intra", "seed"])
     lines = md.strip().splitlines()
     assert lines[0] == "| file | arch | final_acc | mean_intra | seed |"

@@ -984,6 +984,9 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; checkpoints are meant to be shared
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -6,6 +6,8 @@ Sub-commands live in :data:`COMMANDS` (name -> (add_arguments, run)), so a modul
 * ``train``: train one model (recipe + explicit overrides), writing ``<out>.safetensors``/``.json`` and
   the resumable ``<out>.resume.pt``; works under ``torchrun --nproc_per_node=N -m tffd_viz train``.
 * ``sweep``: short trainings over a grid of lambdas, layer presets and seeds into one CSV/JSON table.
+* ``report``: one self-contained HTML report comparing two checkpoints.
+* ``checkpoints``: a folder of checkpoints as a markdown table (from their model cards).
 """
 
 from __future__ import annotations
@@ -171,16 +173,35 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 #: Sub-command name -> (add_arguments, run).
+CHECKPOINT_COLUMNS = ("file", "arch", "dataset", "method", "lambda_intra", "lambda_inter", "recipe", "epochs", "seed",
+                      "final_acc", "best_acc", "mean_intra", "mean_inter", "train_seconds")
+
+
+def add_checkpoints_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", nargs="?", default="checkpoints", help="folder of .safetensors checkpoints")
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    """Print the markdown table of the checkpoints in a folder (the table of ``checkpoints/README.md``)."""
+    from tffd_viz.checkpoints import list_checkpoints
+    from tffd_viz.summary import checkpoint_rows, markdown_table
+
+    print(markdown_table(checkpoint_rows(list_checkpoints(args.folder)), CHECKPOINT_COLUMNS), end="")
+    return 0
+
+
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "train": (add_train_arguments, run_train),
     "sweep": (add_sweep_arguments, run_sweep_command),
     "report": (add_report_arguments, run_report),
+    "checkpoints": (add_checkpoints_arguments, run_checkpoints),
 }
 
 _HELP = {
     "train": "train one model with or without Tf-FD",
     "sweep": "short trainings over a grid of lambdas, layers and seeds into one table",
     "report": "one self-contained HTML report comparing two checkpoints",
+    "checkpoints": "list a folder of checkpoints as a markdown table (from their model cards)",
 }
 
 

@@ -142,6 +142,12 @@ def channel_saliency(f: Tensor) -> Tensor:
     Tensor, shape (C,)
         Saliency per channel (same dtype/device as ``f``; differentiable).
 
+    Notes
+    -----
+    The squared norm of a float32 map overflows for activations above about 1e18 (the saliency
+    of such a map comes out 0). This function is on the training path and stays as cheap as the
+    formula; the analysis entry points (``importance.channel_scores``) rescore such maps in float64.
+
     Raises
     ------
     TapError

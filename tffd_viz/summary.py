@@ -46,8 +46,14 @@ def card_table(cards: Mapping[str, Mapping], names: Mapping[str, str] | None = N
     table = {"": [label for _, label in CARD_ROWS]}
     for key, card in cards.items():
         header = f"{key}: {names[key]}" if key in names and names[key] != key else key
-        table[header] = [_cell(card.get(k)) for k, _ in CARD_ROWS]
+        cells = [_cell(card.get(k)) for k, _ in CARD_ROWS]
+        if card.get("method") == "baseline":  # a baseline logs the weighted terms but never trains on them
+            cells = [c + " (logged only)" if k in _LAMBDA_KEYS and c != "—" else c for (k, _), c in zip(CARD_ROWS, cells)]
+        table[header] = cells
     return pd.DataFrame(table)
+
+
+_LAMBDA_KEYS = ("lambda_intra", "lambda_inter")
 
 
 def disagreements(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -126,7 +132,8 @@ def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
     -------
     list of dict
         ``file, arch, dataset, method, lambda_intra, lambda_inter, recipe, epochs, seed, final_acc, best_acc,
-        mean_intra, mean_inter, train_seconds`` where the means are over the terms of the last epoch's history.
+        mean_intra, mean_inter, train_seconds`` where the means are over the terms of the last epoch's history
+        (training means; a baseline logs them too) and a baseline's lambdas are ``None`` (not trained on).
     """
     rows = []
     for item in shipped:
@@ -134,8 +141,8 @@ def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
         history = card.get("history")
         rows.append({
             "file": path.rsplit("/", 1)[-1], "arch": card.get("arch"), "dataset": card.get("dataset"),
-            "method": card.get("method"), "lambda_intra": card.get("lambda_intra"),
-            "lambda_inter": card.get("lambda_inter"), "recipe": card.get("recipe"), "epochs": card.get("epochs"),
+            "method": card.get("method"),
+            **{k: None if card.get("method") == "baseline" else card.get(k) for k in _LAMBDA_KEYS}, "recipe": card.get("recipe"), "epochs": card.get("epochs"),
             "seed": card.get("seed"), "final_acc": card.get("final_acc"), "best_acc": card.get("best_acc"),
             "mean_intra": _final_mean(history, "intra"), "mean_inter": _final_mean(history, "inter"),
             "train_seconds": card.get("train_seconds"),
