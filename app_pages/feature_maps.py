@@ -11,6 +11,8 @@ from tffd_viz.errors import TffdVizError
 # Figures come from cache.run_resource: built once per input and shared by reference (never mutated here).
 VIEWS = {"paired": "Pairs: each salient channel above its redundant partner",
          "grid": "Grid: every channel, salient half first"}
+PAIRS_PER_ROW = 4
+"""Pairs (paired view) or tiles (grid view) per row: readable tiles and labels in a half-width column."""
 
 
 
@@ -63,13 +65,13 @@ for col, (key, ref) in zip(st.columns(2), refs.items()):
         if maps.dim() != 3:
             st.warning(f"{layer} of model {key} gives {tuple(maps.shape)} per image, not channel maps (C, H, W).")
             continue
-        title = f"{key}: {layer}, image {image}"
+        title = f"{key}: {layer}, image {image}"  # short: the figure sits in a half-width column
         if view == "paired":
             fig = cache.run_resource("tffd_viz.plots:paired_maps_figure", maps.numpy(), ranking.order, max_pairs=most,
-                                     title=f"{title}, salient above redundant")
+                                     cols=PAIRS_PER_ROW, title=title)
         else:
             fig = cache.run_resource("tffd_viz.plots:feature_maps_figure", maps.numpy(), ranking.order,
-                                     max_channels=most, cols=4, title=f"{title}, most salient first")
+                                     max_channels=most, cols=PAIRS_PER_ROW, title=title)
         show_figure(fig, key=f"maps-{key}", name=f"feature_maps_{layer}_{image}_{key}")
         st.caption(f"{ranking.channels} channels of {tuple(maps.shape[1:])} pixels; saliency order from all "
                    f"{sel.batch.n} images of the batch.")

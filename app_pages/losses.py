@@ -165,16 +165,19 @@ if share is not None:
 # ------------------------------------------------------------------------------------------------
 st.subheader("Sweep: what training with other lambdas gave")
 prefix = cache.CHECKPOINT_DIR / f"{sel.batch.dataset}_sweep"
+shown_prefix = prefix.relative_to(cache.CHECKPOINT_DIR.parent)  # as the project sees it, not this machine
 try:
     rows = sweep_table(prefix)
 except TffdVizError:
     rows = []
 if not rows:
-    st.info(f"No sweep table for {sel.batch.dataset} ({prefix}.csv / .json). Create one with\n\n"
+    st.info(f"No sweep table for {sel.batch.dataset} ({shown_prefix}.csv / .json). Create one with\n\n"
             f"`{SWEEP_COMMAND.format(dataset=sel.batch.dataset)}`\n\n(short trainings over a lambda grid; the table "
             "grows row by row, reload this page to see new rows).")
 else:
-    st.caption(f"{len(rows)} training runs from {prefix}.json/.csv; each cell is the mean over seeds (hover: spread).")
+    st.caption(f"{len(rows)} training runs from `{shown_prefix}.json/.csv`; each cell is the mean over seeds (hover: "
+               "spread). The colours span the bulk of the cells: a cell far outside it (e.g. a diverged run) keeps "
+               "its number but takes the end colour, as the colour bar and the hover say.")
     layer_sets = sorted({str(r.get("layers")) for r in rows})
     facet = "layers" if len(layer_sets) > 1 else None
     columns = sweep_value_columns(rows)

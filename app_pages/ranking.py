@@ -18,9 +18,10 @@ CORRELATIONS = {"Spearman ρ": "spearman", "Kendall τ": "kendall"}
 st.title("Channel ranking")
 intro(
     "How intra-layer Tf-FD ranks the channels of a layer: the **saliency** of every channel (mean of its spatially "
-    "L2-normalised map over the sample batch), sorted, with the **salient half** (green, left of the dashed line) "
-    "that the **redundant half** (grey) is pulled towards. Below, other importance criteria and how well their "
-    "rankings agree, and how stable the ranking and the split are when the batch is resampled (bootstrap)."
+    "L2-normalised map over the sample batch), sorted, one bar colour per model. The **salient half** lies on the "
+    "green band, left of the dashed line; the **redundant half**, on the grey band right of it, is pulled towards it. "
+    "Below, other importance criteria and how well their rankings agree, and how stable the ranking and the split "
+    "are when the batch is resampled (bootstrap)."
 )
 sel = selection()
 layer = layer_picker(sel, key="ranking")

@@ -50,7 +50,7 @@ def test_ranking_defaults_match_the_library(app_at, assert_app_ok, chart_figures
     assert np.asarray(heat.data[0].z).shape == (len(picked), len(picked))
     # bootstrap bands: equal to tap_rank_stability on the same batch and seed
     ref = tap_rank_stability(_model(a), images, layer, n_boot=100, seed=0, ci=0.9)
-    band = _figure(figures, "Bootstrap confidence of the saliency rank")
+    band = _figure(figures, "Bootstrap rank bands")
     np.testing.assert_array_equal(np.asarray(band.data[1].y, dtype=float), np.sort(ref["rank"]).astype(float))
     split = _figure(figures, "Stability of the salient/redundant split")
     order = np.argsort(ref["rank"], kind="stable")

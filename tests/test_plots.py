@@ -219,6 +219,29 @@ def test_rank_band_sorted_points_and_interval_segments():
         P.rank_band_figure(rank, lower[:3], upper)
 
 
+def test_model_key_is_the_leading_a_or_b_word():
+    assert P.model_key("A · digits_resnet8_baseline_s0") == "A"
+    assert P.model_key("B") == "B" and P.model_key(" B: tffd") == "B"
+    assert P.model_key("Alpha · x") == "Alpha · x"  # not the word A
+    assert P.model_key("resnet18 · Tf-FD") == "resnet18 · Tf-FD"
+
+
+def test_rank_band_short_title_and_full_label_in_a_legend_below():
+    label = "A · digits_resnet8_baseline_s0"
+    fig = P.rank_band_figure(np.arange(6.0), np.arange(6.0) - 1, np.arange(6.0) + 1, tap="layer3", label=label)
+    assert fig.layout.title.text == "Bootstrap rank bands — layer3 (A)"
+    assert [t.name for t in fig.data] == ["A · 90% bootstrap interval", "A · rank"]
+    assert fig.data[1].hovertemplate.endswith(f"<extra>{label}</extra>")  # the full name stays in the hover
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.yref == "container" and legend.yanchor == "bottom"
+    assert legend.title.text == label
+    # the band below is added to the figure: the plot area keeps its height (380 - 60 - 50 px)
+    assert fig.layout.height - fig.layout.margin.t - fig.layout.margin.b == 380 - 60 - 50
+    assert fig.layout.margin.b > 50 + 2 * 20  # the label line and one line of entries
+    plain = P.rank_band_figure(np.arange(6.0), np.arange(6.0) - 1, np.arange(6.0) + 1, label="B")
+    assert not plain.layout.legend.title.text  # no longer label to spell out
+
+
 def test_split_stability_bars_in_rank_order():
     rank = np.array([2, 0, 3, 1])
     p = np.array([0.4, 1.0, 0.0, np.nan])
@@ -271,6 +294,22 @@ def test_weighted_contributions_grouped_and_stacked():
     assert list(st.data[2].y) == [None, 5e-4 * 0.1]
 
 
+def test_log_axes_label_decades_or_1_2_5_only():
+    wide = {"A": {"intra": {"l1": 0.06, "l2": 3.5}}, "B": {"intra": {"l1": 0.2, "l2": None}}}
+    fig = P.terms_bar_figure(wide, log_y=True)
+    ticks = list(fig.layout.yaxis.tickvals)
+    assert ticks == pytest.approx([0.01, 0.1, 1.0, 10.0])  # 0.06..3.5 spans > 1 decade: decades only
+    assert list(fig.layout.yaxis.ticktext) == ["0.01", "0.1", "1", "10"]
+    narrow = {"A": {"ce": 0.0185, "intra": 0.118}, "B": {"ce": 0.0269, "intra": 0.05}}
+    fig = P.weighted_contributions_figure(narrow, log_y=True)
+    ticks = np.asarray(fig.layout.yaxis.tickvals, dtype=float)
+    mantissa = ticks / 10.0 ** np.floor(np.log10(ticks) + 1e-9)
+    assert set(np.round(mantissa, 6)) == {1.0, 2.0, 5.0}  # < 1 decade: only 1-2-5, never every digit
+    assert ticks.min() <= 0.0185 and ticks.max() >= 0.118  # both ends of the data are labelled
+    assert fig.layout.yaxis.type == "log"
+    assert P.terms_bar_figure(wide).layout.yaxis.tickvals is None  # linear axis: plotly's own ticks
+
+
 def test_grad_share_columns_are_shares_and_raw_log():
     norms = np.array([[3.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
     fig = P.grad_share_figure(norms, ["ce", "intra"], ["s1", "s2", "s3"])
@@ -302,6 +341,34 @@ def test_sweep_heatmap_cells_are_means_over_seeds():
             assert tr.z[yi][xi] == pytest.approx(mean)
             assert tr.customdata[yi][xi][1] == 3
             assert float(tr.customdata[yi][xi][0]) == pytest.approx(std, rel=1e-2)
+
+
+def test_sweep_heatmap_robust_colour_range_keeps_outlier_text():
+    accs = {0.0: 99.2, 8e-4: 99.4, 1e-2: 98.6, 0.1: 99.7, 1.0: 98.9, 5.0: 49.2}
+    rows = [{"lambda_intra": li, "lambda_inter": le, "final_acc": acc + 0.1 * j}
+            for li, acc in accs.items() for j, le in enumerate((0.0, 0.1))]
+    means = np.array([r["final_acc"] for r in rows])
+    q1, q3 = np.percentile(means, [25, 75])
+    fig = P.sweep_heatmap_figure(rows)
+    axis = fig.layout.coloraxis
+    assert axis.cmin == pytest.approx(max(means.min(), q1 - 1.5 * (q3 - q1)))
+    assert axis.cmax == pytest.approx(min(means.max(), q3 + 1.5 * (q3 - q1)))
+    assert 49.3 < axis.cmin <= 98.6  # the diverged row no longer sets the bottom of the scale
+    tr = fig.data[0]
+    row5 = list(tr.y).index("5")
+    assert tr.text[row5][0] == "49.20"  # the outlier keeps its value text ...
+    assert "below the colour range" in tr.customdata[row5][0][2]  # ... and its hover says it is clipped
+    assert tr.customdata[list(tr.y).index("0.1")][0][2] == ""
+    assert "2 outlier cells" in axis.colorbar.title.text
+    full = P.sweep_heatmap_figure(rows, color_range="full")
+    assert (full.layout.coloraxis.cmin, full.layout.coloraxis.cmax) == (means.min(), means.max())
+    assert "clipped" not in full.layout.coloraxis.colorbar.title.text
+    # without outliers the robust range is the full range
+    calm = [r for r in rows if r["lambda_intra"] != 5.0]
+    robust = P.sweep_heatmap_figure(calm).layout.coloraxis
+    assert (robust.cmin, robust.cmax) == (min(r["final_acc"] for r in calm), max(r["final_acc"] for r in calm))
+    with pytest.raises(TffdVizError, match="color_range must be one of"):
+        P.sweep_heatmap_figure(rows, color_range="percentile")
 
 
 def test_sweep_heatmap_facets_missing_cells_and_bad_rows():
@@ -381,6 +448,42 @@ def test_paired_maps_pair_as_intra_tffd(c):
     np.testing.assert_allclose(cos, paired_channel_cosine(f, order).numpy(), rtol=1e-5)
     np.testing.assert_allclose(bottom[0].z, f[0, order[c - k]].numpy(), rtol=1e-6)
     assert len(P.paired_maps_figure(f[0], order, max_pairs=2).data) == 4
+
+
+def _domain(fig: go.Figure, trace: go.Heatmap, kind: str) -> tuple[float, float]:
+    name = getattr(trace, f"{kind}axis") or kind
+    return tuple(fig.layout[f"{kind}axis{name[1:]}"].domain)
+
+
+def test_paired_maps_wrap_pairs_into_blocks_partner_below():
+    rng = _rng()
+    maps = rng.random((20, 4, 4))
+    order = np.argsort(-maps.mean(axis=(1, 2)), kind="stable")
+    fig = P.paired_maps_figure(maps, order, max_pairs=10, cols=4)
+    n, k = 10, 10
+    top, bottom = fig.data[:n], fig.data[n:]
+    for i, (t, b) in enumerate(zip(top, bottom)):
+        np.testing.assert_allclose(b.z, maps[order[20 - k + i]])
+        assert _domain(fig, t, "x") == _domain(fig, b, "x")  # the partner sits in the same column ...
+        assert _domain(fig, t, "y")[0] > _domain(fig, b, "y")[1]  # ... right below
+        assert _domain(fig, t, "x") == _domain(fig, top[i % 4], "x")  # 4 pairs a row, wrapped
+    assert len({_domain(fig, t, "y") for t in top}) == 3  # 10 pairs, 4 a row: 3 blocks
+    colors = {a.text: a.font.color for a in fig.layout.annotations}
+    assert colors[f"ch {order[0]} · #0"] == P.SALIENT_COLOR
+    assert colors[f"ch {order[10]} · #10"] == P.REDUNDANT_COLOR
+    assert fig.layout.title.text.endswith("(10 of 10 pairs)")
+    # the figure grows with the blocks instead of shrinking the tiles
+    one_block = P.paired_maps_figure(maps, order, max_pairs=4, cols=4)
+    assert fig.layout.height - 115 == pytest.approx(3 * (one_block.layout.height - 115))
+
+
+def test_feature_maps_colour_key_is_a_caption_not_the_title():
+    rng = _rng()
+    maps = rng.random((6, 4, 4))
+    fig = P.feature_maps_figure(maps, np.arange(6), title="A: layer3, image 0")
+    assert fig.layout.title.text == "A: layer3, image 0 (6 channels)"
+    captions = [a.text for a in fig.layout.annotations if a.name == "caption"]
+    assert captions and "green" in captions[0] and "grey" in captions[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -471,6 +574,27 @@ def test_attribution_rows_columns_and_values():
         P.attribution_figure(images, {"A": rng.random((3, 4, 4))})
 
 
+def test_attribution_heads_columns_once_with_short_keys():
+    rng = _rng()
+    images = rng.random((3, 1, 8, 8))
+    labels = ["A · digits_resnet8_baseline_s0", "B · digits_resnet8_tffd_s0"]
+    maps = {label: rng.random((3, 8, 8)) for label in labels}
+    fig = P.attribution_figure(images, maps, titles=["r0", "r1", "r2"])
+    heads = [a for a in fig.layout.annotations if a.name == "column"]
+    assert [a.text for a in heads] == ["<b>input</b>", "<b>A</b>", "<b>B</b>"]
+    for j, a in enumerate(heads):  # centred over columns 1, 2, 3 of the top row
+        dom = fig.layout[f"xaxis{'' if j == 0 else j + 1}"].domain
+        assert a.x == pytest.approx((dom[0] + dom[1]) / 2)
+    titles = [a.text for a in fig.layout.annotations if a.name is None]
+    assert titles == ["r0", "r1", "r2"]  # one title per row, over its input; none per model tile
+    assert [a.text for a in fig.layout.annotations if a.name == "models"] == [
+        "A: digits_resnet8_baseline_s0 · B: digits_resnet8_tffd_s0"
+    ]
+    assert fig.data[2].name == f"{labels[0]} attribution"  # traces keep the full label
+    short = P.attribution_figure(images, {"A": maps[labels[0]]})
+    assert not [a for a in short.layout.annotations if a.name == "models"]  # nothing to spell out
+
+
 def test_disagreement_gallery_tiles_titles_and_empty():
     rng = _rng()
     images = rng.random((5, 1, 8, 8))
@@ -482,6 +606,17 @@ def test_disagreement_gallery_tiles_titles_and_empty():
     assert "first 4 of 5" in fig.layout.title.text
     empty = P.disagreement_gallery_figure(np.zeros((0, 1, 8, 8)), [])
     assert any(a.name == "empty" for a in empty.layout.annotations)
+
+
+def test_disagreement_gallery_tile_size_does_not_depend_on_the_count():
+    rng = _rng()
+    one = P.disagreement_gallery_figure(rng.random((1, 1, 8, 8)), ["true 3 · A 3 · B 5"], cols=6)
+    nine = P.disagreement_gallery_figure(rng.random((9, 1, 8, 8)), [f"t{i}" for i in range(9)], cols=6)
+    width = [d[1] - d[0] for d in (one.layout.xaxis.domain, nine.layout.xaxis.domain)]
+    assert width[0] == pytest.approx(width[1]) and width[0] < 1 / 6  # one image keeps a one-in-six tile
+    plot_h = [f.layout.height - f.layout.margin.t - f.layout.margin.b for f in (one, nine)]
+    assert plot_h[1] == pytest.approx(2 * plot_h[0], rel=0.05)  # two rows: twice the height
+    assert one.layout.annotations[0].font.size >= 11
 
 
 def test_confusion_matrix_counts_and_normalised():
@@ -544,6 +679,22 @@ def test_training_curves_carry_history_values():
     assert by_name["A · intra layer1"].xaxis == "x2" and fig.layout.yaxis2.type == "log"
     assert by_name["A · test acc"].xaxis == "x3"
     assert not _nonfinite_texts(fig)  # None is missing, not a numerical fault
+
+
+def test_training_curves_panels_stacked_each_with_its_own_legend():
+    fig = P.training_curves_figure({"A · a_long_model_name": _history(4), "B · another_name": _history(4)})
+    panel = {"x": "legend", "x2": "legend2", "x3": "legend3"}
+    for tr in fig.data:
+        assert tr.legend == panel[tr.xaxis], tr.name
+    assert {tr.name.split(" · ")[-1] for tr in fig.data if tr.legend == "legend3"} == {"train acc", "test acc"}
+    doms = [tuple(fig.layout[f"yaxis{s}"].domain) for s in ("", "2", "3")]
+    assert doms[0][0] > doms[1][1] and doms[1][0] > doms[2][1]  # top to bottom, no overlap
+    assert {tuple(fig.layout[f"xaxis{s}"].domain) for s in ("", "2", "3")} == {(0.0, 1.0)}  # full width each
+    for name, dom in zip(("legend", "legend2", "legend3"), doms):
+        legend = fig.layout[name]
+        assert legend.x > 1 and legend.y == pytest.approx(dom[1])  # beside its own panel, top-aligned
+    ticks = np.asarray(fig.layout.yaxis2.tickvals, dtype=float)
+    assert np.allclose(np.log10(ticks), np.round(np.log10(ticks)))  # terms span > 1 decade: decades only
 
 
 def test_training_curves_empty_history_is_a_message_not_an_error():

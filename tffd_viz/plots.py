@@ -49,6 +49,7 @@ __all__ = [
     "CLASS_COLORS",
     "COLOR_A",
     "COLOR_B",
+    "COLOR_RANGES",
     "FIGURE_FUNCTIONS",
     "LEFT_OUT_COLOR",
     "MODEL_COLORS",
@@ -69,6 +70,7 @@ __all__ = [
     "format_lambda",
     "grad_share_figure",
     "model_color",
+    "model_key",
     "paired_maps_figure",
     "paired_similarity_figure",
     "probe_accuracy_figure",
@@ -405,6 +407,115 @@ def _tap_suffix(tap: str) -> str:
     return f" — {tap}" if tap else ""
 
 
+def model_key(label: str) -> str:
+    """Short key of a model label: ``"A"``/``"B"`` for labels starting with the word A/B, else the label.
+
+    ``"A · digits_resnet8_baseline_s0"`` -> ``"A"``; ``"resnet18 · Tf-FD"`` -> ``"resnet18 · Tf-FD"``.
+    """
+    m = _AB.match(str(label))
+    return m.group(1) if m else str(label)
+
+
+def _models_caption(labels: Sequence[str]) -> str:
+    """``"A: digits_resnet8_baseline_s0 · B: ..."`` for the labels longer than their key ("" if none)."""
+    parts = []
+    for label in labels:
+        key = model_key(label)
+        if key != label:
+            rest = str(label)[len(key) :].lstrip(" ·:-—")
+            parts.append(f"{key}: {rest}" if rest else key)
+    return " · ".join(parts)
+
+
+def _caption(fig: go.Figure, text: str, name: str = "caption", yshift: int = -8) -> None:
+    """A one-line caption under the plot area (left-aligned; ``yshift`` px below its bottom edge)."""
+    if not text:
+        return
+    fig.add_annotation(
+        name=name,
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        yshift=yshift,
+        showarrow=False,
+        font={"size": 12, "color": "#444444"},
+    )
+
+
+_LEGEND_CHAR_PX = 6.6
+"""Approximate width of one legend character at plotly's default 12 px font."""
+_LEGEND_WIDTH_PX = 430
+"""Width a legend below the plot is assumed to have (a half-width app column) when it is laid out."""
+
+
+def _legend_below(
+    fig: go.Figure, names: Sequence[str], title: str | None = None, width: int = _LEGEND_WIDTH_PX
+) -> go.Figure:
+    """Move the legend into a horizontal band at the bottom of the figure and grow the figure to fit it.
+
+    The band holds ``title`` (if any) on its own line, then the entries, wrapped as plotly wraps them
+    in a figure ``width`` px wide (default: a half-width app column); the bottom margin and the height
+    grow by the band's height, so neither the x axis title nor the plot area shrinks.
+    """
+    widths = [40 + _LEGEND_CHAR_PX * len(str(n)) for n in names]
+    lines, used = (1, 0.0) if widths else (0, 0.0)
+    for w in widths:
+        if used and used + w > width:
+            lines, used = lines + 1, 0.0
+        used += w
+    lines += 1 if title else 0
+    band = 12 + 21 * lines
+    legend: dict[str, Any] = {
+        "orientation": "h",
+        "xref": "container",
+        "x": 0.01,
+        "xanchor": "left",
+        "yref": "container",
+        "y": 0.005,
+        "yanchor": "bottom",
+        "title": {"text": title or "", "side": "top"},
+    }
+    fig.update_layout(
+        legend=legend,
+        margin={"b": int(fig.layout.margin.b or _MARGIN["b"]) + band},
+        height=int(fig.layout.height or 450) + band,
+    )
+    return fig
+
+
+def _log_tick_values(values: Sequence[Any]) -> list[float]:
+    """Tick positions for a log axis over ``values``: the decades when they span one or more, else 1-2-5.
+
+    Non-positive, non-finite and ``None`` values are ignored; ``[]`` when nothing is left. The ticks
+    run from the decade at or below the smallest value to the one at or above the largest, so that
+    a padded axis range still has its ends labelled.
+    """
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return []
+    lo, hi = math.floor(math.log10(float(v.min()))), math.ceil(math.log10(float(v.max())))
+    hi = max(hi, lo + 1)
+    span = math.log10(float(v.max()) / float(v.min()))
+    steps = (1.0,) if span >= 1.0 else (1.0, 2.0, 5.0)
+    return [float(f"{m * 10.0**e:.12g}") for e in range(lo, hi + 1) for m in steps if m == 1.0 or e < hi]
+
+
+def _log_ticks(fig: go.Figure, values: Sequence[Any], **where: Any) -> None:
+    """Label a log y axis only at :func:`_log_tick_values` (never every digit of every decade).
+
+    ``values`` are the numbers drawn on that axis; ``where`` selects the axis (``row=``/``col=`` of a
+    subplot figure). Labels read like lambdas (:func:`format_lambda`: ``0.02``, ``1e-3``).
+    """
+    ticks = _log_tick_values(values)
+    if ticks:
+        fig.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[format_lambda(t) for t in ticks], **where)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 1-3: channel ranking
 # ----------------------------------------------------------------------------------------------------------
@@ -500,7 +611,7 @@ def saliency_bars_figure(
             x0=-0.5,
             x1=k - 0.5,
             fillcolor=SALIENT_COLOR,
-            opacity=0.08,
+            opacity=0.13,
             line_width=0,
             layer="below",
             name="salient",
@@ -623,7 +734,9 @@ def rank_band_figure(
         Point rank of each channel and the interval bounds (0 = most salient, e.g.
         :func:`tffd_viz.importance.bootstrap_rank_band`).
     tap, label : str
-        Layer name and model label (title, legend).
+        Layer name and model label. The title and the legend entries use the label's short key
+        (:func:`model_key`: ``"A · resnet8_s0"`` -> ``"A"``, so the title fits a half-width column);
+        a longer label heads the legend, which sits below the plot.
     ci : float
         Central coverage of the interval, for the legend (default that of
         :func:`tffd_viz.importance.bootstrap_rank_band`).
@@ -631,8 +744,9 @@ def rank_band_figure(
     Returns
     -------
     go.Figure
-        Trace 0: interval segments (``x`` positions, ``y`` ``[lower, upper, None, ...]``);
-        trace 1: point ranks (``x`` = 0..C-1, ``y`` = sorted ranks, ``customdata`` channel indices).
+        Trace 0: interval segments (``x`` positions, ``y`` ``[lower, upper, None, ...]``), named
+        ``"<key> · <ci>% bootstrap interval"``; trace 1: point ranks (``x`` = 0..C-1, ``y`` = sorted
+        ranks, ``customdata`` channel indices), named ``"<key> · rank"``.
     """
     figure = "rank_band_figure"
     level = f"{100 * float(ci):g}%"
@@ -647,6 +761,7 @@ def rank_band_figure(
     c = r.shape[0]
     pos = np.arange(c)
     color = model_color(label)
+    key = model_key(label)
     seg_x: list[float | None] = []
     seg_y: list[float | None] = []
     for p, ch in zip(pos, order):
@@ -660,7 +775,7 @@ def rank_band_figure(
             mode="lines",
             line={"color": color, "width": 2},
             opacity=0.45,
-            name=f"{label} · {level} bootstrap interval",
+            name=f"{key} · {level} bootstrap interval",
             hoverinfo="skip",
         )
     )
@@ -670,7 +785,7 @@ def rank_band_figure(
             y=r[order],
             mode="markers",
             marker={"color": color, "size": 6},
-            name=f"{label} · rank",
+            name=f"{key} · rank",
             customdata=np.stack([order, lo[order], hi[order]], axis=1),
             hovertemplate="channel %{customdata[0]}<br>rank %{y:.3g}"
             f"<br>{level} interval [%{{customdata[1]:.3g}}, %{{customdata[2]:.3g}}]<extra>{label}</extra>",
@@ -681,11 +796,12 @@ def rank_band_figure(
         fig.add_vline(x=k - 0.5, line_dash="dash", line_color="#333333", line_width=1, name="boundary")
     _layout(
         fig,
-        f"Bootstrap confidence of the saliency rank{_tap_suffix(tap)} ({label})",
+        f"Bootstrap rank bands{_tap_suffix(tap)} ({key})",
         x_title="channels sorted by rank",
         y_title="saliency rank (0 = most salient)",
         height=380,
     )
+    _legend_below(fig, [tr.name for tr in fig.data], title=str(label) if key != str(label) else None)
     return _nonfinite_note(fig, {"rank": _bad(r), "lower": _bad(lo), "upper": _bad(hi)})
 
 
@@ -817,7 +933,8 @@ def terms_bar_figure(
         nested (``{"intra": {"layer1": v}, "inter": {"layer1->layer2": v}}``, flattened to
         ``"intra · layer1"``). Scalars may be floats or 0-d tensors; a term a model lacks is not drawn.
     log_y : bool
-        Logarithmic y axis (terms span orders of magnitude).
+        Logarithmic y axis (terms span orders of magnitude); only decades are labelled when the values
+        span one or more, else 1-2-5.
     title : str
 
     Returns
@@ -836,6 +953,7 @@ def terms_bar_figure(
     )
     if log_y:
         fig.update_yaxes(type="log", title_text="term value (MSE, log scale)")
+        _log_ticks(fig, [v for tr in fig.data for v in tr.y])
     return _nonfinite_note(fig, counts)
 
 
@@ -854,7 +972,8 @@ def weighted_contributions_figure(
         (keys ``ce``, ``intra``/``weighted_intra``, ``inter``/``weighted_inter``, ``total`` get
         readable names; other keys are shown as given).
     log_y : bool
-        Logarithmic y axis (the weighted terms are often orders of magnitude below CE).
+        Logarithmic y axis (the weighted terms are often orders of magnitude below CE); only decades
+        are labelled when the values span one or more, else 1-2-5.
     stacked : bool
         One stacked bar per model (x = model, one trace per component) instead of grouped bars
         (x = component, one trace per model).
@@ -898,6 +1017,7 @@ def weighted_contributions_figure(
     )
     if log_y:
         fig.update_yaxes(type="log", title_text="loss contribution (log scale)")
+        _log_ticks(fig, [v for tr in fig.data for v in tr.y])
     return _nonfinite_note(fig, counts)
 
 
@@ -991,6 +1111,31 @@ def grad_share_figure(
     return fig
 
 
+def _full_range(values: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values."""
+    return float(values.min()), float(values.max())
+
+
+def _robust_range(values: np.ndarray) -> tuple[float, float]:
+    """Tukey's fences clipped to the data: ``[max(min, Q1 - 1.5 IQR), min(max, Q3 + 1.5 IQR)]``.
+
+    Values outside the fences (e.g. one diverged run among accurate ones) no longer stretch the colour
+    scale; with no such outlier this is ``(min, max)``.
+    """
+    q1, q3 = (float(q) for q in np.percentile(values, [25, 75]))
+    iqr = q3 - q1
+    return max(float(values.min()), q1 - 1.5 * iqr), min(float(values.max()), q3 + 1.5 * iqr)
+
+
+COLOR_RANGES: dict[str, Callable[[np.ndarray], tuple[float, float]]] = {
+    "full": _full_range,
+    "robust": _robust_range,
+}
+"""How a heatmap's colour range is chosen from its finite cell values: ``"full"`` (min to max) or
+``"robust"`` (Tukey's fences, so that outlier cells saturate the scale's end instead of flattening the
+others; their value text is unchanged)."""
+
+
 def sweep_heatmap_figure(
     rows: Sequence[Mapping[str, Any]],
     value: str = "final_acc",
@@ -998,6 +1143,7 @@ def sweep_heatmap_figure(
     y: str = "lambda_intra",
     facet: str | None = None,
     title: str | None = None,
+    color_range: str = "robust",
 ) -> go.Figure:
     """The lambda sweep as a heatmap: mean of ``value`` over seeds in each (y, x) cell.
 
@@ -1013,21 +1159,30 @@ def sweep_heatmap_figure(
     facet : str, optional
         Column splitting the table into side-by-side panels (e.g. ``"arch"``), with a shared colour scale.
     title : str, optional
+    color_range : str
+        A key of :data:`COLOR_RANGES`: ``"robust"`` (default) lets outlier cells (beyond Tukey's fences
+        of all cell means) saturate the colour scale, so one diverged setting does not flatten the
+        rest; the colour bar's title gives the clipped range and the hover marks those cells.
+        ``"full"``: minimum to maximum.
 
     Returns
     -------
     go.Figure
         One heatmap per facet; ``z[i][j]`` = mean over the finite ``value`` of the runs with
-        ``y == y_cats[i]`` and ``x == x_cats[j]`` (blank when none); ``customdata`` = (std, count).
+        ``y == y_cats[i]`` and ``x == x_cats[j]`` (blank when none); ``customdata`` = (std, count,
+        note), the note saying when the cell lies outside the colour range. The shared colour axis
+        has ``cmin``/``cmax`` set to the chosen range.
 
     Raises
     ------
     TffdVizError
-        No rows, or a row lacking ``x``, ``y`` (or ``facet``).
+        No rows, a row lacking ``x``, ``y`` (or ``facet``), or an unknown ``color_range``.
     """
     figure = "sweep_heatmap_figure"
     if not rows:
         raise TffdVizError(f"{figure}: rows is empty; give one dict per run with {x!r}, {y!r} and {value!r}")
+    if color_range not in COLOR_RANGES:
+        raise TffdVizError(f"{figure}: color_range must be one of {sorted(COLOR_RANGES)}, got {color_range!r}")
     cells: dict[tuple[str, str, str], list[float]] = {}
     faults = 0
     for i, row in enumerate(rows):
@@ -1054,19 +1209,29 @@ def sweep_heatmap_figure(
         if len(facets) > 1
         else go.Figure()
     )
-    all_means: list[float] = []
-    for fi, fac in enumerate(facets):
+    grids: list[tuple[np.ndarray, np.ndarray]] = []
+    for fac in facets:
         z = np.full((len(ys), len(xs)), np.nan)
-        custom = np.empty((len(ys), len(xs), 2), dtype=object)
+        custom = np.empty((len(ys), len(xs), 3), dtype=object)
         for yi, yv in enumerate(ys):
             for xi, xv in enumerate(xs):
                 vals = cells.get((fac, yv, xv))
                 n = len(vals) if vals else 0
                 if n:
                     z[yi, xi] = float(np.mean(vals))
-                    all_means.append(z[yi, xi])
                 std = f"{np.std(vals, ddof=1):.3g}" if n >= 2 else "–"
-                custom[yi, xi] = (std, n)
+                custom[yi, xi] = (std, n, "")
+        grids.append((z, custom))
+    means = np.concatenate([z.ravel() for z, _ in grids])
+    means = means[np.isfinite(means)]
+    lo, hi = COLOR_RANGES[color_range](means) if means.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    outside = int(np.count_nonzero((means < lo) | (means > hi)))
+    for fi, (z, custom) in enumerate(grids):
+        for yi, xi in zip(*np.nonzero(np.isfinite(z) & ((z < lo) | (z > hi)))):
+            side = "below" if z[yi, xi] < lo else "above"
+            custom[yi, xi, 2] = f"<br>(outlier: {side} the colour range {_fmt(lo, 4)}–{_fmt(hi, 4)})"
         trace = go.Heatmap(
             z=z,
             x=xs,
@@ -1076,13 +1241,20 @@ def sweep_heatmap_figure(
             text=_cell_text(z),
             texttemplate="%{text}",
             hovertemplate=f"{nice_y} = %{{y}}<br>{nice_x} = %{{x}}<br>mean {value} = %{{z:.3f}}"
-            "<br>std over seeds = %{customdata[0]}<br>runs = %{customdata[1]}<extra></extra>",
+            "<br>std over seeds = %{customdata[0]}<br>runs = %{customdata[1]}%{customdata[2]}<extra></extra>",
         )
         if len(facets) > 1:
             fig.add_trace(trace, row=1, col=fi + 1)
         else:
             fig.add_trace(trace)
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": nice_v}})
+    bar_title = nice_v
+    if outside:
+        cells_word = "cell" if outside == 1 else "cells"
+        bar_title += (f"<br><span style='font-size:11px'>colour clipped to {_fmt(lo, 4)}–{_fmt(hi, 4)};"
+                      f"<br>{outside} outlier {cells_word} at the ends</span>")
+    fig.update_layout(
+        coloraxis={"colorscale": "Viridis", "cmin": lo, "cmax": hi, "colorbar": {"title": bar_title}}
+    )
     fig.update_xaxes(type="category", title_text=nice_x)
     fig.update_yaxes(type="category", title_text=nice_y)
     _layout(fig, title or f"Sweep: mean {value} over seeds", height=max(320, 160 + 40 * len(ys)))
@@ -1148,7 +1320,8 @@ def feature_maps_figure(
     odd ``C`` the left-out middle channel ``order[k]``, then ``order[C-k:]`` (redundant, titles in
     :data:`REDUNDANT_COLOR`). When ``C > max_channels`` only the first ``max_channels // 2`` of each
     half are shown (the most salient channels and their intra-Tf-FD partners). Each tile is titled
-    ``"ch <index> · #<rank>"`` (rank 0-based, 0 = most salient); all tiles share one colour scale.
+    ``"ch <index> · #<rank>"`` (rank 0-based, 0 = most salient); all tiles share one colour scale; a
+    caption under the grid (annotation ``name="caption"``) gives the title colours' key.
 
     Parameters
     ----------
@@ -1203,12 +1376,9 @@ def feature_maps_figure(
     _image_tiles(fig)
     _shared_color_range(fig, tiles, "activation")
     shown = f"{len(picked)} of {c} channels" if len(picked) < c else f"{c} channels"
-    _layout(
-        fig,
-        f"{title} ({shown}; green = salient half, grey = redundant half)",
-        height=min(2400, 90 + 105 * rows),
-        showlegend=False,
-    )
+    _layout(fig, f"{title} ({shown})", height=min(2400, 110 + 105 * rows), showlegend=False)
+    fig.update_layout(margin={"b": 40})
+    _caption(fig, "green titles: salient half · grey: redundant half · #rank", yshift=-6)
     return _nonfinite_note(fig, {"maps": bad})
 
 
@@ -1218,12 +1388,16 @@ def paired_maps_figure(
     title: str = "Intra-Tf-FD pairs: salient channel above its redundant partner",
     max_pairs: int = 12,
     max_side: int = 32,
+    cols: int = 6,
 ) -> go.Figure:
-    """Salient channels (top row) above the redundant channels intra-Tf-FD pairs them with (bottom row).
+    """Salient channels above the redundant channels intra-Tf-FD pairs them with, ``cols`` pairs a row.
 
-    Pair ``i`` (column ``i``) is ``order[i]`` (rank ``i``) against ``order[C - k + i]`` with
-    ``k = C // 2`` (for odd ``C`` the middle channel is left out), exactly as
-    :func:`tffd_viz.losses.intra_fd` pairs them. At most ``max_pairs`` pairs are drawn.
+    Pair ``i`` is ``order[i]`` (rank ``i``) against ``order[C - k + i]`` with ``k = C // 2`` (for odd
+    ``C`` the middle channel is left out), exactly as :func:`tffd_viz.losses.intra_fd` pairs them. At
+    most ``max_pairs`` pairs are drawn, ``cols`` to a block of two tile rows (salient row above, in
+    :data:`SALIENT_COLOR` titles ``"ch <index> · #<rank>"``; redundant row below, grey titles), the
+    blocks one under the other; the figure's height grows with the number of blocks so that tiles keep
+    a readable size in a half-width column.
 
     Parameters
     ----------
@@ -1234,11 +1408,13 @@ def paired_maps_figure(
     max_pairs : int
     max_side : int
         Maps larger than this are block-averaged down.
+    cols : int
+        Pairs per block (tiles per row).
 
     Returns
     -------
     go.Figure
-        ``2 * n_pairs`` heatmaps: first the top row left to right, then the bottom row.
+        ``2 * n_pairs`` heatmaps: first the salient tiles of pairs 0..n-1, then the redundant ones.
     """
     figure = "paired_maps_figure"
     m, o = _maps_and_order(maps, order, figure)
@@ -1247,27 +1423,43 @@ def paired_maps_figure(
     if k < 1:
         raise TffdVizError(f"{figure}: need at least 2 channels to pair, got maps of shape {m.shape}")
     n = min(k, max(1, max_pairs))
+    cols = max(1, min(cols, n))
+    blocks = math.ceil(n / cols)
     small = _downsample(m, max_side)
     top = [(i, int(o[i])) for i in range(n)]
     bottom = [(c - k + i, int(o[c - k + i])) for i in range(n)]
-    titles = [f"ch {ch} · #{r}" for r, ch in top + bottom]
+    titles: list[str] = []
+    title_colors: list[str] = []
+    for b in range(blocks):
+        for items, color in ((top, SALIENT_COLOR), (bottom, REDUNDANT_COLOR)):
+            row = items[b * cols : (b + 1) * cols]
+            titles += [f"ch {ch} · #{r}" for r, ch in row] + [""] * (cols - len(row))
+            title_colors += [color] * len(row)
+    tile_px, gap_px, margins = 68, 24, 115
+    height = margins + 2 * blocks * (tile_px + gap_px)
     fig = make_subplots(
-        rows=2,
-        cols=n,
+        rows=2 * blocks,
+        cols=cols,
         subplot_titles=titles,
-        horizontal_spacing=0.015,
-        vertical_spacing=0.12,
-        row_titles=["salient", "redundant"],
+        horizontal_spacing=0.03,
+        vertical_spacing=gap_px / (height - margins),
+        row_titles=["salient", "redundant"] * blocks,
     )
     tiles = []
-    for row, (items, half) in enumerate(((top, "salient"), (bottom, "redundant"))):
+    for half_row, (items, half) in enumerate(((top, "salient"), (bottom, "redundant"))):
         for i, (r, ch) in enumerate(items):
             tiles.append(small[ch])
-            fig.add_trace(_tile_heatmap(small[ch], ch, r, f"{half}, pair {i}"), row=row + 1, col=i + 1)
-    _tile_title_colors(fig, [SALIENT_COLOR] * n + [REDUNDANT_COLOR] * n)
+            fig.add_trace(
+                _tile_heatmap(small[ch], ch, r, f"{half}, pair {i}"),
+                row=2 * (i // cols) + half_row + 1,
+                col=i % cols + 1,
+            )
+    _tile_title_colors(fig, title_colors)
+    for ann in fig.layout.annotations[len(title_colors) :]:  # the row titles
+        ann.font = {"size": 10, "color": "#777777"}
     _image_tiles(fig)
     _shared_color_range(fig, tiles, "activation")
-    _layout(fig, f"{title} ({n} of {k} pairs)", height=330, showlegend=False)
+    _layout(fig, f"{title} ({n} of {k} pairs)", height=height, showlegend=False)
     return _nonfinite_note(fig, {"maps": _bad(m)})
 
 
@@ -1635,7 +1827,10 @@ def attribution_figure(
     go.Figure
         Per row: one ``go.Image`` (input), then per model a grayscale background heatmap and an
         attribution heatmap (``z`` = the map, shared colour axis; diverging around 0 when any map is
-        negative).
+        negative). The row titles sit over the input images (annotations in row order, first); the
+        columns are headed once, at the top, ``"input"`` and each model's short key
+        (:func:`model_key`: ``"A · resnet8_s0"`` -> ``"A"``; annotations ``name="column"``), and a
+        caption under the grid (``name="models"``) spells out the keys' full labels.
     """
     figure = "attribution_figure"
     rgb, bad_img, (raw_h, raw_w) = _images01(images, figure, max_side)
@@ -1659,16 +1854,18 @@ def attribution_figure(
         return _empty_figure(title, "no images to show")
     ncols = 1 + len(maps)
     gray = rgb[:rows].astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
-    subtitles = []
+    subtitles: list[str] = []
     for i in range(rows):
         subtitles.append(str(titles[i]) if titles is not None else f"image {i}")
-        subtitles += [f"{label} attribution" for label, _ in maps]
+        subtitles += [""] * len(maps)  # the model columns are headed once, at the top
+    tile_px, gap_px = 170, 28
+    height = min(2400, 150 + (tile_px + gap_px) * rows)
     fig = make_subplots(
         rows=rows,
         cols=ncols,
         subplot_titles=subtitles,
         horizontal_spacing=0.03,
-        vertical_spacing=min(0.08, 0.3 / rows),
+        vertical_spacing=min(0.3 / rows, gap_px / max(1, height - 150)) if rows > 1 else 0.0,
     )
     shown = np.concatenate([m[:rows].ravel() for _, m in maps])
     finite = shown[np.isfinite(shown)]
@@ -1716,17 +1913,34 @@ def attribution_figure(
     _layout(
         fig,
         title + (f" (first {rows} of {n})" if rows < n else ""),
-        height=min(2400, 90 + 190 * rows),
+        height=height,
         width=max(420, 80 + 200 * ncols),
         showlegend=False,
     )
+    for j, head in enumerate(["input"] + [model_key(label) for label, _ in maps]):
+        xd = fig.layout[_axis_ref("x" if j == 0 else f"x{j + 1}", "x")].domain
+        fig.add_annotation(
+            name="column",
+            text=f"<b>{head}</b>",
+            xref="paper",
+            yref="paper",
+            x=(xd[0] + xd[1]) / 2,
+            y=1.0,
+            xanchor="center",
+            yanchor="bottom",
+            yshift=22,
+            showarrow=False,
+            font={"size": 13, "color": "#333333"},
+        )
+    fig.update_layout(margin={"t": 100, "b": 40})
+    _caption(fig, _models_caption([label for label, _ in maps]), name="models")
     return _nonfinite_note(fig, counts)
 
 
 def disagreement_gallery_figure(
     images: ArrayLike,
     titles: Sequence[str] | None = None,
-    cols: int = 8,
+    cols: int = 6,
     title: str = "Test images on which the models disagree",
     max_images: int = 32,
     max_side: int = 32,
@@ -1738,7 +1952,9 @@ def disagreement_gallery_figure(
     images : array (n, C, H, W) or (n, H, W), values in [0, 1]
     titles : sequence of n str, optional
     cols : int
-        Images per row.
+        Images per row. The grid always has ``cols`` columns (fewer images leave the rest of the row
+        empty) and the height grows with the number of rows, so a tile keeps its size whether one
+        image or many are shown.
     title : str
     max_images : int
         Tiles drawn at most.
@@ -1758,15 +1974,18 @@ def disagreement_gallery_figure(
     if n == 0:
         return _empty_figure(title, "no images: the models agree on every sample shown")
     shown = min(n, max(1, max_images))
-    cols = max(1, min(cols, shown))
+    cols = max(1, cols)
     rows = math.ceil(shown / cols)
     subtitles = [str(titles[i]) if titles is not None else f"#{i}" for i in range(shown)]
+    row_px, gap_px, margins = 130, 26, 85
+    height = min(2400, margins + rows * (row_px + gap_px))
     fig = make_subplots(
         rows=rows,
         cols=cols,
+        specs=[[{} if r * cols + c < shown else None for c in range(cols)] for r in range(rows)],
         subplot_titles=subtitles,
-        horizontal_spacing=0.01,
-        vertical_spacing=min(0.08, 0.35 / rows),
+        horizontal_spacing=0.015,
+        vertical_spacing=min(0.3 / rows, gap_px / (height - margins)) if rows > 1 else 0.0,
     )
     for i in range(shown):
         fig.add_trace(
@@ -1779,14 +1998,15 @@ def disagreement_gallery_figure(
             col=i % cols + 1,
         )
     for ann in fig.layout.annotations:
-        ann.font = {"size": 10}
+        ann.font = {"size": 11}
     _image_tiles(fig)
     _layout(
         fig,
         title + (f" (first {shown} of {n})" if shown < n else f" ({n})"),
-        height=min(2400, 80 + 115 * rows),
+        height=height,
         showlegend=False,
     )
+    fig.update_layout(margin={"b": 25})
     return _nonfinite_note(fig, {"images": bad})
 
 
@@ -1956,18 +2176,24 @@ def training_curves_figure(
     Returns
     -------
     go.Figure
-        Three panels (cross-entropy | Tf-FD terms, log y | accuracy) with traces named
-        ``"<label> · <quantity>"`` (``x`` = ``epoch``, or 1, 2, ... when absent); a figure with the
-        annotation "no training history in this checkpoint" when nothing can be drawn.
+        Three panels stacked over a shared epoch axis (cross-entropy, Tf-FD terms with log y,
+        accuracy: axes ``x``/``x2``/``x3``), each with its own legend beside it (``legend``,
+        ``legend2``, ``legend3``); traces are named ``"<label> · <quantity>"`` (``x`` = ``epoch``, or
+        1, 2, ... when absent). A figure with the annotation "no training history in this checkpoint"
+        when nothing can be drawn.
     """
     figure = "training_curves_figure"
     models = _models(history_by_model, figure, "history_by_model")
     fig = make_subplots(
-        rows=1,
-        cols=3,
-        horizontal_spacing=0.07,
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        row_heights=[0.28, 0.42, 0.30],
         subplot_titles=["cross-entropy", "Tf-FD terms (unweighted, log scale)", "accuracy"],
     )
+    legends = {1: "legend", 2: "legend2", 3: "legend3"}
+    term_values: list[float | None] = []
     counts: dict[str, int] = {}
     empty: list[str] = []
     drawn = 0
@@ -1992,35 +2218,45 @@ def training_curves_figure(
             vals, counts[f"{label} {key}"] = _series(history, lambda h, k=key: h[k])
             series.append((3, key.replace("_", " "), vals, dash, "accuracy (%)"))
         n_model = 0
-        for col, name, vals, dash, what in series:
+        for panel, name, vals, dash, what in series:
             if all(v is None for v in vals):
                 continue
             n_model += 1
+            if panel == 2:
+                term_values += vals
             fig.add_trace(
                 go.Scatter(
                     x=x,
                     y=vals,
                     mode="lines+markers",
                     name=f"{label} · {name}",
-                    legendgroup=label,
+                    legend=legends[panel],
+                    legendgroup=f"{label} {panel}",
                     line={"color": color, "dash": dash, "width": 1.8},
                     marker={"size": 4},
                     hovertemplate=f"<b>{label}</b> {name}<br>epoch %{{x}}"
                     f"<br>{what} %{{y:.4g}}<extra></extra>",
                 ),
-                row=1,
-                col=col,
+                row=panel,
+                col=1,
             )
         drawn += n_model
         if n_model == 0:
             empty.append(label)
     if drawn == 0:
         return _empty_figure(title, "no training history in this checkpoint")
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="cross-entropy (nats)", row=1, col=1)
-    fig.update_yaxes(title_text="term value (MSE, log)", type="log", row=1, col=2)
-    fig.update_yaxes(title_text="top-1 accuracy (%)", row=1, col=3)
-    _layout(fig, title, height=400, legend_title="model · quantity")
+    fig.update_xaxes(title_text="epoch", row=3, col=1)
+    fig.update_yaxes(title_text="CE (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="MSE (log)", type="log", row=2, col=1)
+    fig.update_yaxes(title_text="top-1 (%)", row=3, col=1)
+    _log_ticks(fig, term_values, row=2, col=1)
+    _layout(fig, title, height=820)
+    # one legend beside each panel, top-aligned with it (plotly stacks rows top-down: row 1 = yaxis)
+    for panel, name in legends.items():
+        top = fig.layout[_axis_ref("y" if panel == 1 else f"y{panel}", "y")].domain[1]
+        fig.update_layout({name: {"x": 1.01, "xanchor": "left", "y": top, "yanchor": "top",
+                                  "font": {"size": 11, "color": "#333333"}, "tracegroupgap": 6,
+                                  "groupclick": "toggleitem"}})
     if empty:
         fig.add_annotation(
             name="empty",
@@ -2028,8 +2264,10 @@ def training_curves_figure(
             xref="paper",
             yref="paper",
             x=0,
-            y=-0.22,
+            y=1.0,
             xanchor="left",
+            yanchor="bottom",
+            yshift=22,
             showarrow=False,
             font={"size": 11},
         )
@@ -2109,7 +2347,8 @@ def crossings_figure(
     Returns
     -------
     go.Figure
-        Two panels (crossings | Spearman); traces ``"<label> · crossings"``, ``"<label> · spearman"``.
+        Two panels (crossings | Spearman); traces ``"<label> · crossings"``, ``"<label> · spearman"``;
+        the legend is a band below the panels.
     """
     figure = "crossings_figure"
     models = _models(rows_by_model, figure, "rows_by_model")
@@ -2148,7 +2387,8 @@ def crossings_figure(
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="crossings (channels)", row=1, col=1)
     fig.update_yaxes(title_text="Spearman ρ", row=1, col=2)
-    _layout(fig, title, height=360, legend_title="model")
+    _layout(fig, title, height=360)
+    _legend_below(fig, [tr.name for tr in fig.data], width=800)
     return _nonfinite_note(fig, counts)
 
 
