@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tffd_viz.errors import TapError, TffdVizError
 from tffd_viz.losses import (
@@ -444,3 +445,28 @@ def test_saliency_fn_replaces_the_ordering_everywhere(resnet20_feats) -> None:
     assert close(TfFD(1.0, 0.0, stages=[1], pairs=[])(resnet20_feats).total, ref_intra(f))
     with pytest.raises(TapError, match=r"shape \(32,\)"):
         intra_fd(f, saliency_fn=lambda t: channel_saliency(t)[:5])
+
+
+@pytest.mark.parametrize("c", [2, 7, 16])
+def test_intra_channels_last_matches_contiguous(c):
+    """The channels_last path (pairing-matrix GEMM) gives the same value and gradient as the gather path."""
+    torch.manual_seed(c)
+    base = torch.relu(torch.randn(4, c, 6, 5, dtype=torch.float64))
+    f1 = base.clone().requires_grad_(True)
+    f2 = base.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert f2.permute(0, 2, 3, 1).is_contiguous()
+    l1, l2 = intra_fd(f1), intra_fd(f2)
+    torch.testing.assert_close(l1, l2, rtol=1e-12, atol=1e-14)
+    (g1,) = torch.autograd.grad(l1, f1)
+    (g2,) = torch.autograd.grad(l2, f2)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-14)
+
+
+def test_saliency_equals_normalize_formula_including_zero_maps():
+    torch.manual_seed(0)
+    f = torch.relu(torch.randn(3, 5, 4, 4, dtype=torch.float64))
+    f[:, 2] = 0.0
+    f[1, 4] = 0.0
+    expected = F.normalize(f, p=2, dim=(2, 3)).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(channel_saliency(f), expected, rtol=1e-12, atol=1e-15)
+    assert float(channel_saliency(f)[2]) == 0.0

@@ -81,6 +81,9 @@ SaliencyFn = Callable[[Tensor], Tensor]
 """Maps a feature (N, C, H, W) to per-channel saliency (C,) used for ordering channels."""
 
 
+
+_NORMALIZE_EPS = 1e-12  # F.normalize's default eps
+
 def _stack_mean(terms: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
 
@@ -154,7 +157,10 @@ def channel_saliency(f: Tensor) -> Tensor:
         If ``f`` is not a 4-D tensor.
     """
     _check_4d(f, "feature")
-    return F.normalize(f, p=2, dim=(2, 3)).mean(dim=(0, 2, 3))
+    # mean_{n,h,w} f / max(||f_nc||, eps) without materialising the normalised map: per map, the spatial
+    # sum divided by the clamped norm (the same quantity as F.normalize(f, p=2, dim=(2, 3)).mean((0, 2, 3))).
+    norms = torch.linalg.vector_norm(f, ord=2, dim=(2, 3)).clamp_min(_NORMALIZE_EPS)
+    return (f.sum(dim=(2, 3)) / norms).mean(dim=0) / (f.shape[2] * f.shape[3])
 
 
 def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
@@ -228,12 +234,33 @@ def intra_fd(f: Tensor, detach_salient: bool = False, saliency_fn: SaliencyFn | 
     if c < 2:
         raise TapError(f"intra-layer term needs at least 2 channels, got shape {_shape(f)}")
     k = c // 2
-    ordered = f.index_select(1, salient_order(f, saliency_fn).to(f.device))
+    order = salient_order(f, saliency_fn).to(f.device)
+    pixels = f.permute(0, 2, 3, 1)  # (N, H, W, C): a free view of a channels_last map
+    if not detach_salient and pixels.is_contiguous():
+        # channels_last: one GEMM with a (C, k) +1/-1 pairing matrix gives salient_i - redundant_i per
+        # pixel, instead of gathering channel planes that are strided in this layout.
+        diff = pixels.reshape(-1, c) @ _pairing_matrix(order, k, f.dtype)
+        return diff.pow(2).mean()
+    ordered = f.index_select(1, order)
     salient = ordered[:, :k]
     redundant = ordered[:, c - k :]
     if detach_salient:
         salient = salient.detach()
     return F.mse_loss(redundant, salient)
+
+
+def _pairing_matrix(order: Tensor, k: int, dtype: torch.dtype) -> Tensor:
+    """Return ``P (C, k)`` with ``P[order[i], i] = 1`` and ``P[order[C - k + i], i] = -1``.
+
+    ``X @ P`` turns per-pixel channel vectors ``X (M, C)`` into the ``k`` differences
+    salient_i - redundant_i that intra-Tf-FD compares (exact: the other products are zeros).
+    """
+    c = order.shape[0]
+    cols = torch.arange(k, device=order.device)
+    pairing = torch.zeros((c, k), dtype=dtype, device=order.device)
+    pairing[order[:k], cols] = 1
+    pairing[order[c - k :], cols] = -1
+    return pairing
 
 
 def _pooled_to(f: Tensor, size: tuple[int, int]) -> Tensor:

@@ -118,9 +118,13 @@ def _as_tensor(x: ArrayLike | Sequence[Any], name: str) -> torch.Tensor:
 
 
 def _as_float64_matrix(
-    x: ArrayLike | Sequence[Any], name: str, device: torch.device | None = None
+    x: ArrayLike | Sequence[Any], name: str, device: torch.device | None = None, check_finite: bool = True
 ) -> torch.Tensor:
-    """Return ``x`` as a float64 ``(n, d)`` tensor (``(n, ...)`` flattened; ``(n,)`` becomes ``(n, 1)``)."""
+    """Return ``x`` as a float64 ``(n, d)`` tensor (``(n, ...)`` flattened; ``(n,)`` becomes ``(n, 1)``).
+
+    ``check_finite=False`` leaves the NaN/infinity check to the caller (MinibatchCKA checks all of a
+    minibatch's layers with one reduction).
+    """
     t = _as_tensor(x, name)
     shape = tuple(t.shape)
     if t.dim() == 0:
@@ -130,7 +134,7 @@ def _as_float64_matrix(
     t = t.to(torch.float64).reshape(shape[0], -1)
     if t.shape[1] == 0:
         raise TffdVizError(f"{name}: features of shape {shape} have no feature dimensions")
-    if not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t).all()):
         raise TffdVizError(f"{name}: features of shape {shape} contain NaN or infinity")
     return t
 
@@ -650,11 +654,11 @@ class MinibatchCKA:
         self, items: list[ArrayLike], side: str, device: torch.device | None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Return flattened U-centred grams ``(layers, m*m)``, a non-constant flag per layer and ``m``."""
-        grams, varies = [], []
+        grams, raw_norms, centred_norms, mats = [], [], [], []
         m: int | None = None
         for i, item in enumerate(items):
             f = _as_tensor(item, f"feats_{side}[{i}]")
-            xm = _as_float64_matrix(f, f"feats_{side}[{i}]", device=device)
+            xm = _as_float64_matrix(f, f"feats_{side}[{i}]", device=device, check_finite=False)
             if m is None:
                 m = xm.shape[0]
             elif xm.shape[0] != m:
@@ -664,15 +668,26 @@ class MinibatchCKA:
                 )
             device = xm.device
             xc = _centered_features(xm)
-            varies.append(not _is_constant(xm, xc))
+            mats.append((xm, tuple(f.shape)))
+            raw_norms.append(torch.linalg.vector_norm(xm))
+            centred_norms.append(torch.linalg.vector_norm(xc))
             grams.append(xc @ xc.T)
         assert m is not None
         if m < MIN_SAMPLES:
             raise TffdVizError(
                 f"MinibatchCKA.update: minibatch size {m} is below {MIN_SAMPLES} (HSIC_1 needs m >= 4)"
             )
-        u = _centered_gram(torch.stack(grams), unbiased=True).reshape(len(grams), m * m)
-        return u, torch.tensor(varies, device=u.device), m
+        stacked = torch.stack(grams)
+        # One reduction checks every layer: NaN or infinity in a layer's features makes its gram non-finite.
+        if not bool(torch.isfinite(stacked).all()):
+            for i, (xm, shape) in enumerate(mats):
+                if not bool(torch.isfinite(xm).all()):
+                    raise TffdVizError(f"feats_{side}[{i}]: features of shape {shape} contain NaN or infinity")
+            raise TffdVizError(f"MinibatchCKA.update: the grams of feats_{side} overflow (features too large)")
+        # Constant layers (zero up to the rounding of the mean subtraction), kept as a tensor: no sync per layer.
+        varies = torch.stack(centred_norms) > _CONSTANT_RTOL * torch.stack(raw_norms)
+        u = _centered_gram(stacked, unbiased=True).reshape(len(grams), m * m)
+        return u, varies, m
 
     @staticmethod
     def _check_ids(ids_a: ArrayLike | None, ids_b: ArrayLike | None, m: int) -> None:
