@@ -157,8 +157,17 @@ def render_report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results_dir: Path, output: Path) -> Path:
-    """Render the results in ``results_dir`` into ``output``; return ``output``."""
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
+
+def write_report(results_dir: Path, output: Path, analysis: Path = ANALYSIS) -> Path:
+    """Render the results in ``results_dir`` into ``output``; return ``output``.
+
+    ``bench/analysis.md`` (written by people: what was profiled where a target was missed) is appended.
+    """
     output = Path(output)
-    output.write_text(render_report(load_results(results_dir)))
+    text = render_report(load_results(results_dir))
+    if analysis.is_file():
+        text = text.rstrip("\n") + "\n\n" + analysis.read_text()
+    output.write_text(text)
     return output

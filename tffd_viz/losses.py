@@ -159,8 +159,12 @@ def channel_saliency(f: Tensor) -> Tensor:
     _check_4d(f, "feature")
     # mean_{n,h,w} f / max(||f_nc||, eps) without materialising the normalised map: per map, the spatial
     # sum divided by the clamped norm (the same quantity as F.normalize(f, p=2, dim=(2, 3)).mean((0, 2, 3))).
-    norms = torch.linalg.vector_norm(f, ord=2, dim=(2, 3)).clamp_min(_NORMALIZE_EPS)
-    return (f.sum(dim=(2, 3)) / norms).mean(dim=0) / (f.shape[2] * f.shape[3])
+    n, c, h, w = f.shape
+    pixels = f.permute(0, 2, 3, 1)
+    # Reduce over space along the memory layout: (N, HW, C) for channels_last maps, (N, C, HW) otherwise.
+    maps, dim = (pixels.reshape(n, h * w, c), 1) if pixels.is_contiguous() else (f.reshape(n, c, h * w), 2)
+    norms = torch.linalg.vector_norm(maps, ord=2, dim=dim).clamp_min(_NORMALIZE_EPS)  # (N, C)
+    return (maps.sum(dim=dim) / norms).mean(dim=0) / (h * w)
 
 
 def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
@@ -264,8 +268,12 @@ def _pairing_matrix(order: Tensor, k: int, dtype: torch.dtype) -> Tensor:
 
 
 def _pooled_to(f: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(f.shape[2:]) == size:
+    """Average-pool ``f (N, C, H, W)`` to ``size``; exact divisions use ``avg_pool2d`` (same values, faster backward)."""
+    h, w = f.shape[2], f.shape[3]
+    if (h, w) == size:
         return f
+    if h % size[0] == 0 and w % size[1] == 0:
+        return F.avg_pool2d(f, kernel_size=(h // size[0], w // size[1]))
     return F.adaptive_avg_pool2d(f, size)
 
 
