@@ -22,19 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import (
-    REPO_ROOT,
-    Options,
-    check,
-    column,
-    configure_threads,
-    new_result,
-    resolve_device,
-    settings_for,
-    summary,
-    table,
-    target,
-)
+from bench.common import REPO_ROOT, Options, check, column, run_start, summary, table, target
 
 NAME = "app_latency"
 TITLE = "App latency (AppTest): first chart, widget change, cached redraw"
@@ -114,10 +102,7 @@ def _launch(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run(opts: Options) -> dict[str, Any]:
     """Launch ``repeats`` fresh processes; return the result payload."""
-    s = settings_for(DEFAULTS, QUICK, opts)
-    device = resolve_device(opts.device)
-    threads = configure_threads(opts.threads)
-    result = new_result(NAME, TITLE, opts, device, s)
+    s, device, threads, result = run_start(NAME, TITLE, DEFAULTS, QUICK, opts)
     try:
         import streamlit  # noqa: F401 - only whether it imports
     except ImportError as exc:

@@ -36,13 +36,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 __all__ = [
     "REPO_ROOT", "RESULTS_DIR", "Options", "settings_for", "resolve_device", "configure_threads", "machine_info",
-    "sync", "time_call", "alternate", "summary", "peak_memory", "MemoryProbe", "new_result", "target", "check",
+    "sync", "time_call", "alternate", "summary", "peak_memory", "MemoryProbe", "new_result", "RunStart",
+    "run_start", "target", "check",
     "write_result", "result_path", "default_data_root", "command_line", "column", "table",
 ]
 
@@ -412,6 +413,28 @@ def new_result(name: str, title: str, opts: Options, device: torch.device, setti
         "machine": machine_info(device), "settings": dict(settings),
         "tables": [], "targets": [], "checks": [], "notes": [],
     }
+
+
+class RunStart(NamedTuple):
+    """What every benchmark's ``run`` starts from (see :func:`run_start`)."""
+
+    settings: dict[str, Any]
+    device: torch.device
+    threads: int
+    result: dict[str, Any]
+
+
+def run_start(name: str, title: str, defaults: Mapping[str, Any], quick_values: Mapping[str, Any],
+              opts: Options) -> RunStart:
+    """Return the settings, device, torch thread count and result skeleton of one benchmark run.
+
+    In this order: :func:`settings_for`, :func:`resolve_device`, :func:`configure_threads` (sets the
+    threads), then :func:`new_result` (so the machine description records the threads in force).
+    """
+    settings = settings_for(defaults, quick_values, opts)
+    device = resolve_device(opts.device)
+    threads = configure_threads(opts.threads)
+    return RunStart(settings, device, threads, new_result(name, title, opts, device, settings))
 
 
 def result_path(name: str, device: torch.device | str, out: Path) -> Path:

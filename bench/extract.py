@@ -18,19 +18,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (
-    Options,
-    alternate,
-    check,
-    column,
-    configure_threads,
-    new_result,
-    resolve_device,
-    settings_for,
-    summary,
-    table,
-    target,
-)
+from bench.common import Options, alternate, check, column, run_start, summary, table, target
 from tffd_viz.features import extract_features
 from tffd_viz.models import create_model, default_taps, extract_taps
 
@@ -45,10 +33,7 @@ TARGET = 0.9
 
 def run(opts: Options) -> dict[str, Any]:
     """Time the variants; return the result payload."""
-    s = settings_for(DEFAULTS, QUICK, opts)
-    device = resolve_device(opts.device)
-    configure_threads(opts.threads)
-    result = new_result(NAME, TITLE, opts, device, s)
+    s, device, _, result = run_start(NAME, TITLE, DEFAULTS, QUICK, opts)
     torch.manual_seed(s["seed"])
     model = create_model(s["arch"], num_classes=s["num_classes"]).to(device).eval()
     gen = torch.Generator().manual_seed(s["seed"])

@@ -28,19 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.common import (
-    Options,
-    alternate,
-    check,
-    column,
-    configure_threads,
-    new_result,
-    resolve_device,
-    settings_for,
-    summary,
-    table,
-    target,
-)
+from bench.common import Options, alternate, check, column, run_start, summary, table, target
 from tffd_viz.losses import TfFD
 from tffd_viz.models import create_model, extract_taps, tap_info
 from tffd_viz.train import train_step
@@ -175,13 +163,10 @@ def _first_step_checks(fmt_name: str, first: dict[str, dict[str, float]], initia
 
 def run(opts: Options) -> dict[str, Any]:
     """Measure the steps; return the result payload (see :mod:`bench.common`)."""
-    s = settings_for(DEFAULTS, QUICK, opts)
-    device = resolve_device(opts.device)
-    configure_threads(opts.threads)
+    s, device, _, result = run_start(NAME, TITLE, DEFAULTS, QUICK, opts)
     unknown = [f for f in s["formats"] if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown memory format(s) {unknown}; choose from {list(FORMATS)}")
-    result = new_result(NAME, TITLE, opts, device, s)
     gen = torch.Generator().manual_seed(s["seed"])
     x = torch.randn(s["batch_size"], 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, s["num_classes"], (s["batch_size"],), generator=gen).to(device)

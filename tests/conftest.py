@@ -1,4 +1,4 @@
-"""Shared fixtures for the Streamlit page tests (``tests/test_page_*.py``).
+"""Shared fixtures and helpers of the tests: mostly for the Streamlit page tests (``tests/test_page_*.py``).
 
 ``app_at(page=None, n=32, **query)`` returns an :class:`~streamlit.testing.v1.AppTest` of ``app.py``
 that has already run once, on ``page`` (default: the app's default page), with a small sample batch (the
@@ -20,13 +20,17 @@ checkpoint name (e.g. ``b="digits_resnet8_baseline_s1"``; by default A is ``digi
 and B ``digits_resnet8_tffd_s0`` or, while that one is not trained, the first shipped Tf-FD checkpoint),
 ``split="train"``, ``seed=1``, page-specific ones such as ``lambda_intra="0.001"``. Page tests skip when
 the shipped checkpoints (or page files) they need are not in the tree.
+
+Page tests import ``DEFAULT_MODELS`` (query parameters of the default models A and B), ``CHECKPOINTS`` and
+``plotly_array`` (one array of a raw spec as numpy) with ``from conftest import ...``. Modules of small tensor tests
+run on one torch thread with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,11 @@ def page_path(page: str) -> str:
 def shipped(name: str) -> bool:
     """Whether the shipped checkpoint ``checkpoints/<name>.safetensors`` exists."""
     return (CHECKPOINTS / f"{name}.safetensors").is_file()
+
+
+DEFAULT_MODELS: dict[str, str] = {} if shipped("digits_resnet8_tffd_s0") else {"b": "digits_resnet8_tffd-paper_s0"}
+"""``app_at`` query parameters for the default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0):
+until the chosen-lambda Tf-FD checkpoint is shipped, B is the paper-lambda one."""
 
 
 def declared_pages() -> list[str]:
@@ -148,6 +157,14 @@ def decoded_spec(obj):
     return obj
 
 
+def plotly_array(value):
+    """One array of a plotly JSON spec as numpy: a typed-array dict decoded (its dtype kept), a list as float."""
+    import numpy as np
+
+    decoded = decoded_spec(value)
+    return decoded if isinstance(decoded, np.ndarray) else np.asarray(decoded, dtype=float)
+
+
 @pytest.fixture
 def chart_figures() -> Callable[[object], list]:
     """``chart_figures(at)``: the plotly figures the last run drew, as ``go.Figure`` (typed arrays decoded)."""
@@ -159,3 +176,18 @@ def chart_figures() -> Callable[[object], list]:
         return [go.Figure(decoded_spec(json.loads(el.proto.spec)), skip_invalid=True) for el in at.get("plotly_chart")]
 
     return figures
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module's tests, restored afterwards.
+
+    The tests use tiny tensors on a shared, busy 2-core machine, where two OpenMP threads spin-wait for each
+    other and make them up to ~10x slower. Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -41,13 +41,7 @@ SOURCE_KEYS = ["source_format", "source_name", "source_layout", "sha256"]
 
 
 # ------------------------------------------------------------------------------------------ helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors only: one intra-op thread avoids oversubscribing the shared CPUs (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def trained_model(arch: str = "resnet8", num_classes: int = 10, in_chans: int = 3, seed: int = 0):

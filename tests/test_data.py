@@ -41,14 +41,7 @@ BOMB_GIF = (b"GIF89a" + (30000).to_bytes(2, "little") * 2 + b"\x00\x00\x00,\x00\
             b"\x00\x02\x02D\x01\x00;")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Run this module's small tensor ops on one thread: on a shared, busy 2-core machine, two
-    OpenMP threads spin-wait for each other and make these tests up to ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

@@ -25,14 +25,7 @@ from tffd_viz.features import (
 )
 from tffd_viz.models import create_model, extract_taps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread avoids spin-waiting (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _model(arch: str = "resnet8", seed: int = 0) -> nn.Module:

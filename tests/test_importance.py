@@ -40,14 +40,7 @@ from tffd_viz.importance import (
 from tffd_viz.losses import intra_fd, salient_order
 from tffd_viz.models import create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread avoids spin-waiting (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _feat(n: int = 6, c: int = 8, h: int = 4, w: int = 5, seed: int = 0, relu: bool = True) -> torch.Tensor:

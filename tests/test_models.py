@@ -8,7 +8,7 @@ architectures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,6 +29,8 @@ from tffd_viz.models import (
     tap_info,
     tap_names,
 )
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # --------------------------------------------------------------------------------------------------
 # RepDistiller's architectures, restated (depth and widths as in its models/{resnet,wrn,vgg}.py)
@@ -203,16 +205,6 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Run this module's small tensor ops on one thread: on a shared, busy 2-core machine, two
-    OpenMP threads spin-wait for each other and make these tests up to ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
+from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
 
-ROOT = Path(__file__).resolve().parents[1]
-# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
-# checkpoint is shipped, B is the paper-lambda one.
-MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
-          else {"b": "digits_resnet8_tffd-paper_s0"})
 N_IMAGES = 32  # the page's own "Images" input (query parameter cka_n), not the sidebar batch
-
-
-def plotly_array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
-        return arr.reshape(shape)
-    return np.asarray(value, dtype=float)
 
 
 def tables(at) -> dict[str, np.ndarray]:
@@ -39,16 +22,16 @@ def direct(at, **kw) -> dict:
     from tffd_viz.data import sample_batch
     from tffd_viz.similarity import layer_cka_matrices
 
-    models = [load_checkpoint(ROOT / "checkpoints" / f"{at.selectbox(key=f'model-{s}').value}.safetensors")[0]
+    models = [load_checkpoint(CHECKPOINTS / f"{at.selectbox(key=f'model-{s}').value}.safetensors")[0]
               for s in ("A", "B")]
     images, _ = sample_batch("digits", "test", N_IMAGES, seed=0)
     return layer_cka_matrices(models[0], models[1], images, **kw)
 
 
-def test_cka_page_values_and_widgets(app_at, assert_app_ok) -> None:
-    at = app_at("cka", **MODELS, cka_n=N_IMAGES)
+def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None:
+    at = app_at("cka", **DEFAULT_MODELS, cka_n=N_IMAGES)
     assert_app_ok(at)
-    charts = at.get("plotly_chart")
+    charts = chart_specs(at)
     assert len(charts) == 1 and len(at.dataframe) == 3
     got = tables(at)
     # default: linear, minibatch (always debiased), minibatch size 256 -> one minibatch of 32 images
@@ -57,7 +40,7 @@ def test_cka_page_values_and_widgets(app_at, assert_app_ok) -> None:
         np.testing.assert_allclose(got[panel], expected[panel][0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.diag(got["AvA"]), np.ones(3), rtol=0, atol=1e-12)
     np.testing.assert_allclose(got["AvA"], got["AvA"].T, rtol=0, atol=1e-12)
-    spec = json.loads(charts[0].proto.spec)
+    spec = charts[0]
     np.testing.assert_allclose(plotly_array(spec["data"][0]["z"]), expected["AvA"][0], rtol=0, atol=1e-12)
     assert [t["text"] for t in spec["layout"]["annotations"][:3]] == ["A vs A", "B vs B", "A vs B"]
 
@@ -86,7 +69,7 @@ def test_cka_page_values_and_widgets(app_at, assert_app_ok) -> None:
 
 
 def test_cka_page_full_batch_linear_and_cap_message(app_at, assert_app_ok) -> None:
-    at = app_at("cka", **MODELS, cka_n=N_IMAGES, cka_estimator="full")
+    at = app_at("cka", **DEFAULT_MODELS, cka_n=N_IMAGES, cka_estimator="full")
     assert_app_ok(at)
     assert at.radio(key="cka-estimator").value == "full"
     assert any("at most" in c.value for c in at.caption)

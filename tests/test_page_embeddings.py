@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
 
-ROOT = Path(__file__).resolve().parents[1]
-# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
-# checkpoint is shipped, B is the paper-lambda one.
-MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
-          else {"b": "digits_resnet8_tffd-paper_s0"})
 N = 32
-
-
-def plotly_array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
-        return arr.reshape(shape)
-    return np.asarray(value, dtype=float)
 
 
 def scatter_points(spec: dict) -> dict[int, tuple[float, float]]:
@@ -35,19 +18,19 @@ def scatter_points(spec: dict) -> dict[int, tuple[float, float]]:
     return out
 
 
-def test_embeddings_page_values_and_widgets(app_at, assert_app_ok) -> None:
+def test_embeddings_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None:
     from tffd_viz.checkpoints import load_checkpoint
     from tffd_viz.data import sample_batch
     from tffd_viz.embeddings import pca_embedding, probe_table
     from tffd_viz.features import extract_features
 
-    at = app_at("embeddings", **MODELS, n=N)
+    at = app_at("embeddings", **DEFAULT_MODELS, n=N)
     assert_app_ok(at)
     assert at.selectbox(key="layer-embeddings").value == "layer3" and at.radio(key="emb-method").value == "pca"
-    charts = at.get("plotly_chart")
+    charts = chart_specs(at)
     assert len(charts) == 3  # embedding A, embedding B, probe accuracy
     names = {s: at.selectbox(key=f"model-{s}").value for s in ("A", "B")}
-    models = {s: load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors")[0] for s, n in names.items()}
+    models = {s: load_checkpoint(CHECKPOINTS / f"{n}.safetensors")[0] for s, n in names.items()}
     images, labels, indices = sample_batch("digits", "test", N, seed=0, return_indices=True)
 
     # the probe table is embeddings.probe_table of the pooled default taps, model by model
@@ -60,7 +43,7 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok) -> None:
     # the PCA scatter of A is pca_embedding of its pooled layer3 features
     pooled = extract_features(models["A"], images, ["layer3"], pool="avg")["layer3"]
     coords, _ = pca_embedding(pooled)
-    points = scatter_points(json.loads(charts[0].proto.spec))
+    points = scatter_points(charts[0])
     assert sorted(points) == sorted(indices.tolist())
     for row, index in enumerate(indices.tolist()):
         np.testing.assert_allclose(points[index], coords[row], rtol=0, atol=1e-5)
@@ -69,8 +52,8 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok) -> None:
     at.selectbox(key="layer-embeddings").set_value("layer1")
     at.selectbox(key="model-B").set_value(names["A"]).run()
     assert_app_ok(at)
-    charts = at.get("plotly_chart")
-    a, b = (scatter_points(json.loads(c.proto.spec)) for c in charts[:2])
+    charts = chart_specs(at)
+    a, b = (scatter_points(c) for c in charts[:2])
     assert a == b
 
     # t-SNE: a warning about its cost, a small number of points, still two scatters and the probe chart
@@ -78,7 +61,7 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok) -> None:
     assert_app_ok(at)
     assert at.warning and "t-SNE is slow" in at.warning[0].value
     assert at.number_input(key="emb-tsne-n").value == N
-    charts = at.get("plotly_chart")
+    charts = chart_specs(at)
     assert len(charts) == 3
-    spec = json.loads(charts[0].proto.spec)
+    spec = charts[0]
     assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1" and len(scatter_points(spec)) == N

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
+from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
 
-ROOT = Path(__file__).resolve().parents[1]
-# The default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0); until the chosen-lambda Tf-FD
-# checkpoint is shipped, B is the paper-lambda one.
-MODELS = ({} if (ROOT / "checkpoints" / "digits_resnet8_tffd_s0.safetensors").is_file()
-          else {"b": "digits_resnet8_tffd-paper_s0"})
 N = 32
-
-
-def plotly_array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly's typed-array dict ``{"dtype", "bdata", "shape"}``."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
-        return arr.reshape(shape)
-    return np.asarray(value, dtype=float)
 
 
 def features(at, slot: str, taps: list[str]):
@@ -31,19 +14,19 @@ def features(at, slot: str, taps: list[str]):
     from tffd_viz.data import sample_batch
     from tffd_viz.features import extract_features
 
-    model, _ = load_checkpoint(ROOT / "checkpoints" / f"{at.selectbox(key=f'model-{slot}').value}.safetensors")
+    model, _ = load_checkpoint(CHECKPOINTS / f"{at.selectbox(key=f'model-{slot}').value}.safetensors")
     images, _ = sample_batch("digits", "test", N, seed=0)
     return extract_features(model, images, taps)
 
 
-def test_similarity_page_values_and_widgets(app_at, assert_app_ok) -> None:
+def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None:
     from tffd_viz.losses import salient_order
     from tffd_viz.similarity import channel_cosine_matrix, inter_layer_alignment, paired_channel_cosine
 
-    at = app_at("similarity", **MODELS, n=N)
+    at = app_at("similarity", **DEFAULT_MODELS, n=N)
     assert_app_ok(at)
     assert at.selectbox(key="layer-similarity").value == "layer3"  # the last stage by default
-    charts = at.get("plotly_chart")
+    charts = chart_specs(at)
     assert len(charts) == 4  # cosine A, cosine B, paired pairs, inter-layer alignment
     paired, alignment = at.dataframe[0].value, at.dataframe[1].value
     assert set(paired["model"].str[0]) == {"A", "B"} and len(paired) == 2 * 32  # 64 channels -> 32 pairs each
@@ -56,7 +39,7 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok) -> None:
                                atol=1e-6)
     assert rows_a["salient channel"].tolist() == order[:32].tolist()
     assert rows_a["redundant channel"].tolist() == order[32:].tolist()
-    z = plotly_array(json.loads(charts[0].proto.spec)["data"][0]["z"])
+    z = plotly_array(charts[0]["data"][0]["z"])
     np.testing.assert_allclose(z, channel_cosine_matrix(f, order).numpy(), rtol=0, atol=1e-6)
     al_a = alignment[alignment["model"].str.startswith("A")]
     assert sorted(set(al_a["pair"])) == ["layer1->layer2", "layer1->layer3", "layer2->layer3"]

@@ -65,13 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FEATURE_CRITERIA = ("tffd", "l1", "l2", "mean")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny tensors only: one intra-op thread keeps the shared 2-core machine from oversubscribing."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -39,6 +39,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TffdVizError
+from tffd_viz.features import eval_mode
 from tffd_viz.importance import Criterion, register_criterion
 from tffd_viz.models import resolve_taps
 from tffd_viz.models.taps import _first_tensor
@@ -84,17 +85,13 @@ class LogitsOnly(nn.Module):
 
 @contextmanager
 def _analysis_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; afterwards each module's mode and each parameter's ``.grad`` are restored."""
-    modes = {m: m.training for m in model.modules()}
+    """Eval mode for the block (:func:`~tffd_viz.features.eval_mode`); afterwards each module's mode and
+    each parameter's ``.grad`` are restored."""
     grads = {p: (None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()}
     try:
-        if any(modes.values()):
-            model.eval()
-        yield
+        with eval_mode(model):
+            yield
     finally:
-        for m, mode in modes.items():
-            if m.training != mode:
-                m.training = mode
         for p, g in grads.items():
             if g is None:
                 p.grad = None

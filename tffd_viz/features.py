@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.models import extract_taps, resolve_taps
@@ -35,6 +36,7 @@ __all__ = [
     "eval_mode",
     "extract_features",
     "extract_pair",
+    "hooked_forward",
     "iter_tap_batches",
     "model_device",
     "predict_logits",
@@ -131,6 +133,27 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         if switched:
             for m, mode in modes.items():
                 m.training = mode
+
+
+def hooked_forward(model: nn.Module, x: Tensor, handles: Sequence[RemovableHandle]) -> object:
+    """Return ``model(x)`` from one pass in eval mode (:func:`eval_mode`) under ``no_grad``.
+
+    ``handles`` are the hooks registered for this pass; they are removed afterwards, also when the
+    pass raises, so the model is left as it was.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor (N, C, H, W)
+        Already on the model's device.
+    handles : sequence of RemovableHandle
+    """
+    try:
+        with eval_mode(model), torch.no_grad():
+            return model(x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:

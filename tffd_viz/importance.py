@@ -47,7 +47,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TapError, TffdVizError
-from tffd_viz.features import batch_slices, eval_mode, extract_features, model_device
+from tffd_viz.features import batch_slices, eval_mode, extract_features, hooked_forward, model_device
 from tffd_viz.losses import channel_saliency
 from tffd_viz.models import resolve_taps
 
@@ -238,12 +238,7 @@ def _trace_tap(model: nn.Module, tap: str, probe: Tensor) -> _TapTrace:
     handles = [modules[tap].register_forward_hook(tap_hook)]
     handles += [m.register_forward_pre_hook(bn_pre_hook(n)) for n, m in modules.items()
                 if n and n != tap and isinstance(m, nn.BatchNorm2d)]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(model, probe, handles)
     out = seen.get("out")
     channels = int(out.shape[1]) if isinstance(out, Tensor) and out.dim() >= 2 else None
     consumer = seen.get("consumer")

@@ -188,6 +188,18 @@ def _bad(a: np.ndarray) -> int:
     return int(np.count_nonzero(~np.isfinite(a)))
 
 
+def _paper_note(
+    fig: go.Figure, name: str, text: str, x: float, y: float, font: Mapping[str, Any], **place: Any
+) -> None:
+    """Add a text annotation (no arrow) named ``name`` at ``(x, y)`` in paper coordinates.
+
+    ``place`` holds further annotation properties (``xanchor``, ``yanchor``, ``yshift``, ``bgcolor``, ...).
+    """
+    fig.add_annotation(
+        name=name, text=text, xref="paper", yref="paper", x=x, y=y, showarrow=False, font=dict(font), **place
+    )
+
+
 def _nonfinite_note(fig: go.Figure, counts: Mapping[str, int]) -> go.Figure:
     """Add the annotation of the non-finite policy (see the module docstring) when a count is positive."""
     bad = {k: int(v) for k, v in counts.items() if v}
@@ -196,18 +208,16 @@ def _nonfinite_note(fig: go.Figure, counts: Mapping[str, int]) -> go.Figure:
     n = sum(bad.values())
     where = ", ".join(f"{k}: {v}" for k, v in bad.items())
     verb = "value is" if n == 1 else "values are"
-    fig.add_annotation(
-        name="nonfinite",
-        text=f"⚠ {n} {verb} not finite ({where}); they are not drawn",
-        xref="paper",
-        yref="paper",
+    _paper_note(
+        fig,
+        "nonfinite",
+        f"⚠ {n} {verb} not finite ({where}); they are not drawn",
         x=1.0,
         y=1.0,
+        font={"color": "#B22222", "size": 12},
         xanchor="right",
         yanchor="bottom",
         yshift=26,
-        showarrow=False,
-        font={"color": "#B22222", "size": 12},
         bgcolor="#FFF5E5",
         bordercolor="#B22222",
     )
@@ -236,18 +246,17 @@ def _layout(
         margin=_MARGIN,
         hoverlabel={"namelength": -1},
     )
-    if x_title is not None:
-        fig.update_layout(xaxis_title=x_title)
-    if y_title is not None:
-        fig.update_layout(yaxis_title=y_title)
-    if height is not None:
-        fig.update_layout(height=height)
-    if width is not None:
-        fig.update_layout(width=width)
-    if showlegend is not None:
-        fig.update_layout(showlegend=showlegend)
-    if legend_title is not None:
-        fig.update_layout(legend_title_text=legend_title)
+    given = {
+        "xaxis_title": x_title,
+        "yaxis_title": y_title,
+        "height": height,
+        "width": width,
+        "showlegend": showlegend,
+        "legend_title_text": legend_title,
+    }
+    for key, value in given.items():
+        if value is not None:
+            fig.update_layout(**{key: value})
     return fig
 
 
@@ -379,16 +388,7 @@ def _image_tiles(fig: go.Figure) -> None:
 def _empty_figure(title: str, message: str, height: int = 300) -> go.Figure:
     """A figure holding only a centred message (e.g. no data)."""
     fig = go.Figure()
-    fig.add_annotation(
-        name="empty",
-        text=message,
-        xref="paper",
-        yref="paper",
-        x=0.5,
-        y=0.5,
-        showarrow=False,
-        font={"size": 14},
-    )
+    _paper_note(fig, "empty", message, x=0.5, y=0.5, font={"size": 14})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, title, height=height)
@@ -431,18 +431,9 @@ def _caption(fig: go.Figure, text: str, name: str = "caption", yshift: int = -8)
     """A one-line caption under the plot area (left-aligned; ``yshift`` px below its bottom edge)."""
     if not text:
         return
-    fig.add_annotation(
-        name=name,
-        text=text,
-        xref="paper",
-        yref="paper",
-        x=0,
-        y=0,
-        xanchor="left",
-        yanchor="top",
-        yshift=yshift,
-        showarrow=False,
-        font={"size": 12, "color": "#444444"},
+    _paper_note(
+        fig, name, text, x=0, y=0, font={"size": 12, "color": "#444444"},
+        xanchor="left", yanchor="top", yshift=yshift,
     )
 
 
@@ -514,6 +505,12 @@ def _log_ticks(fig: go.Figure, values: Sequence[Any], **where: Any) -> None:
     ticks = _log_tick_values(values)
     if ticks:
         fig.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[format_lambda(t) for t in ticks], **where)
+
+
+def _log_bars_axis(fig: go.Figure, title_text: str) -> None:
+    """Make the y axis of a bar figure logarithmic, titled ``title_text``, ticks from every trace's y values."""
+    fig.update_yaxes(type="log", title_text=title_text)
+    _log_ticks(fig, [v for tr in fig.data for v in tr.y])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -607,26 +604,14 @@ def saliency_bars_figure(
             continue
         marked.add((row, col, c))
         where: dict[str, int] = {"row": row, "col": col} if subplots else {}
-        fig.add_vrect(
-            x0=-0.5,
-            x1=k - 0.5,
-            fillcolor=SALIENT_COLOR,
-            opacity=0.13,
-            line_width=0,
-            layer="below",
-            name="salient",
-            **where,
+        halves = (
+            ("salient", -0.5, k - 0.5, SALIENT_COLOR, 0.13),
+            ("redundant", c - k - 0.5, c - 0.5, REDUNDANT_COLOR, 0.10),
         )
-        fig.add_vrect(
-            x0=c - k - 0.5,
-            x1=c - 0.5,
-            fillcolor=REDUNDANT_COLOR,
-            opacity=0.10,
-            line_width=0,
-            layer="below",
-            name="redundant",
-            **where,
-        )
+        for half, x0, x1, fill, opacity in halves:
+            fig.add_vrect(
+                x0=x0, x1=x1, fillcolor=fill, opacity=opacity, line_width=0, layer="below", name=half, **where
+            )
         fig.add_vline(
             x=k - 0.5,
             line_dash="dash",
@@ -952,8 +937,7 @@ def terms_bar_figure(
         height=380,
     )
     if log_y:
-        fig.update_yaxes(type="log", title_text="term value (MSE, log scale)")
-        _log_ticks(fig, [v for tr in fig.data for v in tr.y])
+        _log_bars_axis(fig, "term value (MSE, log scale)")
     return _nonfinite_note(fig, counts)
 
 
@@ -1016,8 +1000,7 @@ def weighted_contributions_figure(
         height=380,
     )
     if log_y:
-        fig.update_yaxes(type="log", title_text="loss contribution (log scale)")
-        _log_ticks(fig, [v for tr in fig.data for v in tr.y])
+        _log_bars_axis(fig, "loss contribution (log scale)")
     return _nonfinite_note(fig, counts)
 
 
@@ -1096,17 +1079,15 @@ def grad_share_figure(
     if share:
         dead = [col_names[j] for j in range(n.shape[1]) if not np.nansum(n[:, j]) > 0]
         if dead:
-            fig.add_annotation(
-                name="no_gradient",
-                text=f"no gradient reaches: {', '.join(dead)}",
-                xref="paper",
-                yref="paper",
+            _paper_note(
+                fig,
+                "no_gradient",
+                f"no gradient reaches: {', '.join(dead)}",
                 x=0,
                 y=1.0,
+                font={"size": 11, "color": "#555555"},
                 xanchor="left",
                 yanchor="bottom",
-                showarrow=False,
-                font={"size": 11, "color": "#555555"},
             )
     return fig
 
@@ -1919,18 +1900,16 @@ def attribution_figure(
     )
     for j, head in enumerate(["input"] + [model_key(label) for label, _ in maps]):
         xd = fig.layout[_axis_ref("x" if j == 0 else f"x{j + 1}", "x")].domain
-        fig.add_annotation(
-            name="column",
-            text=f"<b>{head}</b>",
-            xref="paper",
-            yref="paper",
+        _paper_note(
+            fig,
+            "column",
+            f"<b>{head}</b>",
             x=(xd[0] + xd[1]) / 2,
             y=1.0,
+            font={"size": 13, "color": "#333333"},
             xanchor="center",
             yanchor="bottom",
             yshift=22,
-            showarrow=False,
-            font={"size": 13, "color": "#333333"},
         )
     fig.update_layout(margin={"t": 100, "b": 40})
     _caption(fig, _models_caption([label for label, _ in maps]), name="models")
@@ -2258,18 +2237,16 @@ def training_curves_figure(
                                   "font": {"size": 11, "color": "#333333"}, "tracegroupgap": 6,
                                   "groupclick": "toggleitem"}})
     if empty:
-        fig.add_annotation(
-            name="empty",
-            text=f"no training history for: {', '.join(empty)}",
-            xref="paper",
-            yref="paper",
+        _paper_note(
+            fig,
+            "empty",
+            f"no training history for: {', '.join(empty)}",
             x=0,
             y=1.0,
+            font={"size": 11},
             xanchor="left",
             yanchor="bottom",
             yshift=22,
-            showarrow=False,
-            font={"size": 11},
         )
     return _nonfinite_note(fig, counts)
 

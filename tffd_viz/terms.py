@@ -33,8 +33,7 @@ import json
 import numbers
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TapError, TffdVizError
+from tffd_viz.features import eval_mode, hooked_forward, model_device
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA, REDUCTIONS, tffd_terms, weighted_total
 from tffd_viz.models import extract_taps, resolve_taps
 
@@ -76,28 +76,6 @@ BETWEEN_PREFIX = "after:"
 # --------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module of ``model`` in eval mode for the block, then restore each module's mode."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        if any(modes.values()):
-            model.eval()
-        yield
-    finally:
-        for m, mode in modes.items():
-            if m.training != mode:
-                m.training = mode
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    if param is not None:
-        return param.device
-    buf = next(model.buffers(), None)
-    return buf.device if buf is not None else torch.device("cpu")
-
-
 def _checked_batch(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -110,7 +88,7 @@ def _checked_batch(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Te
         )
     if images.shape[0] < 1:
         raise DataError(f"the batch is empty: images {tuple(images.shape)}")
-    device = _model_device(model)
+    device = model_device(model)
     return images.to(device), labels.to(device=device, dtype=torch.long)
 
 
@@ -342,7 +320,7 @@ def tffd_terms_on_batch(
     """
     images, labels = _checked_batch(model, images, labels)
     names = resolve_taps(model, taps)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         logits, feats = extract_taps(model, images, names, return_logits=True)
         if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
             raise TapError(f"model output must be logits (N, K) with N = {labels.shape[0]}, got {tuple(logits.shape)}")
@@ -424,19 +402,14 @@ def stage_parameter_groups(model: nn.Module, images: Tensor,
         for mname, mod in modules.items()
     }
     watched = [m for m, ps in owned.items() if ps and _owning_tap(m, names) is None]
-    handles = [modules[m].register_forward_pre_hook(pre_hook(m)) for m in watched]
-    handles += [modules[t].register_forward_pre_hook(pre_hook(t)) for t in names]
-    handles += [modules[t].register_forward_hook(post_hook(t)) for t in names]
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise DataError(f"images must be a non-empty tensor of shape (N, C, H, W), got {shape}")
-    x = images[:1].to(_model_device(model))
-    try:
-        with _eval_mode(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    x = images[:1].to(model_device(model))
+    handles = [modules[m].register_forward_pre_hook(pre_hook(m)) for m in watched]
+    handles += [modules[t].register_forward_pre_hook(pre_hook(t)) for t in names]
+    handles += [modules[t].register_forward_hook(post_hook(t)) for t in names]
+    hooked_forward(model, x, handles)
     missing = [t for t in names if t not in starts]
     if missing:
         raise TapError(f"tap(s) {missing} did not run on an input of shape {tuple(x.shape)}")
@@ -536,7 +509,7 @@ def gradient_norm_share(
         (f"model.{n}", p.detach().requires_grad_(True)) for n, p in model.named_parameters()
     )
     runner = _TapRunner(model, names)
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         logits, feats = torch.func.functional_call(runner, params, (images,))
         ce = F.cross_entropy(logits, labels)
         intra, inter = tffd_terms(feats, stages=stages, pairs=pairs)

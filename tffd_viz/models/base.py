@@ -36,3 +36,19 @@ class ZooModel(nn.Module):
                 f"({self.in_chans} input channel(s)), got {tuple(x.shape)}"
                 + (f" with {x.shape[1]} channel(s)" if x.ndim == 4 else "")
             )
+
+    def _init_weights(self, zero_linear_bias: bool = False) -> None:
+        """Initialise the weights in place, module by module in ``self.modules()`` order.
+
+        Conv weights He-normal (``fan_out``, ReLU gain), BatchNorm weight 1 and bias 0; with
+        ``zero_linear_bias`` also every ``nn.Linear`` bias 0 (its weight keeps PyTorch's default init).
+        Call at the end of a subclass's ``__init__``.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+            elif zero_linear_bias and isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)

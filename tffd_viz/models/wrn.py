@@ -80,14 +80,7 @@ class WideResNet(ZooModel):
         self.relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(ch[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        self._init_weights(zero_linear_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
