@@ -39,7 +39,8 @@ batch = cache.batch(sel.batch)
 labels = batch["labels"]
 preds = {}
 for key, ref in sel.refs().items():
-    preds[key] = cache.run("tffd_viz.features:predict_logits", ref, sel.batch.images).argmax(dim=1)
+    preds[key] = cache.run("tffd_viz.features:prediction_summary", ref, sel.batch.images, sel.batch.labels,
+                           len(sel.classes))["pred"]
 ds = cache.dataset(sel.batch.dataset, sel.batch.root).split(sel.batch.split)
 images01 = ds.float01(batch["indices"][list(indices)])
 titles = [f"#{i} · true {sel.classes[int(labels[i])]} · A {sel.classes[int(preds['A'][i])]} · "

@@ -114,7 +114,7 @@ if stability:
         with col:
             col.metric(f"{key}: mean interval width", f"{s['mean_width']:.1f} ranks",
                        help=f"Mean over the channels of the width of their {100 * ci:g}% bootstrap rank interval.")
-            col.metric(f"{key}: same half in ≥ 95 % of resamples", f"{100 * (s['p_same_half'] >= 0.95).mean():.0f} %",
+            col.metric(f"{key}: same half in ≥ 95 % of resamples", f"{100 * s['share_stable_half']:.0f} %",
                        help="Share of channels that stay on their side of the salient/redundant split.")
             show_figure(cache.run_resource("tffd_viz.plots:rank_band_figure", s["rank"], s["lower"], s["upper"],
                                            tap=layer, label=labels[key], ci=ci),

@@ -449,6 +449,7 @@ def test_tap_rank_stability_equals_band_and_split_on_extracted_features() -> Non
         ref = np.mean((ranks[:, ch] < k) == in_salient)
         assert out["p_same_half"][ch] == pytest.approx(ref)
     assert out["mean_width"] == pytest.approx(float(np.mean(band["upper"] - band["lower"])))
+    assert out["share_stable_half"] == pytest.approx(float(np.mean(out["p_same_half"] >= 0.95)))
     with pytest.raises(TapError):
         tap_rank_stability(model, x, "nope", n_boot=5)
     with pytest.raises(TffdVizError, match="needs the model"):

@@ -1097,7 +1097,8 @@ def tap_rank_stability(
         ``p_redundant``, ``in_salient``, ``n_boot``), plus ``"tap"``, ``"criterion"``, ``"ci"``,
         ``"p_same_half"`` float64 ``(C,)``: fraction of resamples that put each channel in the same part
         (salient half, redundant half or, for odd ``C``, the middle) as the full batch does, and
-        ``"mean_width"``: the mean of ``width`` over channels.
+        ``"mean_width"``: the mean of ``width`` over channels; ``"share_stable_half"``: the fraction of
+        channels whose ``p_same_half`` is at least 0.95.
 
     Raises
     ------
@@ -1114,4 +1115,4 @@ def tap_rank_stability(
     same = np.where(band["rank"] < k, split["p_salient"], np.where(band["rank"] >= c - k, split["p_redundant"],
                                                                    p_middle))
     return {**band, **split, "tap": tap, "criterion": crit.name, "ci": float(ci), "p_same_half": same,
-            "mean_width": float(band["width"].mean())}
+            "mean_width": float(band["width"].mean()), "share_stable_half": float((same >= 0.95).mean())}

@@ -35,7 +35,7 @@ import platform
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tffd_viz.data import DatasetBundle, ImageDataset, load_dataset, sample_indices
 from tffd_viz.errors import CheckpointError, TffdVizError
+from tffd_viz.features import eval_mode
 from tffd_viz.losses import TfFD, channel_saliency, warmup_weight
 from tffd_viz.models import create_model, default_taps, extract_taps
 
@@ -441,16 +442,6 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
 def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512,
                       device: torch.device | str | None = None, autocast_dtype: torch.dtype | None = None) -> float:
     """Top-1 accuracy (percent) of ``model`` on a whole split with the test transform, in eval mode.
@@ -475,7 +466,7 @@ def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int =
     device = torch.device(device)
     fmt = _memory_format(model)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with _eval_mode(model), torch.no_grad(), _autocast(device, autocast_dtype):
+    with eval_mode(model), torch.no_grad(), _autocast(device, autocast_dtype):
         for start in range(0, len(dataset), batch_size):
             idx = slice(start, min(start + batch_size, len(dataset)))
             x = dataset.normalized(idx).to(device).contiguous(memory_format=fmt)
@@ -503,7 +494,7 @@ def probe_saliency(model: nn.Module, probe: Tensor, taps: Sequence[str]) -> dict
         ``tap -> [C_tap values]`` rounded to 4 significant digits.
     """
     model = _inner(model)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         feats = extract_taps(model, probe.contiguous(memory_format=_memory_format(model)), list(taps))
     return {k: [_significant(v) for v in channel_saliency(f.float()).cpu().tolist()] for k, f in feats.items()}
 
