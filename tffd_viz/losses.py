@@ -39,10 +39,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from tffd_viz.errors import TapError, TffdVizError
 
@@ -116,6 +118,11 @@ def _check_4d(f: object, what: str) -> Tensor:
     return f
 
 
+def _check_batches(shallow: Tensor, deep: Tensor, what: str) -> None:
+    if shallow.shape[0] != deep.shape[0]:
+        raise TapError(f"{what} has mismatched batch sizes: shallow {_shape(shallow)} vs deep {_shape(deep)}")
+
+
 def _check_reduction(reduction: str) -> Callable[[list[Tensor]], Tensor]:
     try:
         return REDUCTIONS[reduction]
@@ -157,14 +164,47 @@ def channel_saliency(f: Tensor) -> Tensor:
         If ``f`` is not a 4-D tensor.
     """
     _check_4d(f, "feature")
-    # mean_{n,h,w} f / max(||f_nc||, eps) without materialising the normalised map: per map, the spatial
-    # sum divided by the clamped norm (the same quantity as F.normalize(f, p=2, dim=(2, 3)).mean((0, 2, 3))).
+    return _saliency_from(*_map_sums_and_gram(f), f).to(f.dtype)
+
+
+def _map_sums_and_gram(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image: the spatial sum of every channel and the channels' Gram matrix over the positions.
+
+    Both come from batched GEMMs along the memory layout (``(N, HW, C)`` for channels_last maps, whose
+    spatial axis is strided and slow to reduce otherwise; ``(N, C, HW)`` for contiguous ones), in at least
+    float32 (half-precision maps are widened: rankings must not hinge on bf16 rounding) and outside any
+    autocast region. No gradient.
+
+    Parameters
+    ----------
+    f : Tensor, shape (N, C, H, W)
+
+    Returns
+    -------
+    sums : Tensor, shape (N, C)
+        ``f.sum((2, 3))``.
+    gram : Tensor, shape (N, C, C)
+        ``gram[n, a, b] = sum_{h,w} f[n, a, h, w] * f[n, b, h, w]`` (its diagonal: the squared L2 norms).
+    """
     n, c, h, w = f.shape
     pixels = f.permute(0, 2, 3, 1)
-    # Reduce over space along the memory layout: (N, HW, C) for channels_last maps, (N, C, HW) otherwise.
-    maps, dim = (pixels.reshape(n, h * w, c), 1) if pixels.is_contiguous() else (f.reshape(n, c, h * w), 2)
-    norms = torch.linalg.vector_norm(maps, ord=2, dim=dim).clamp_min(_NORMALIZE_EPS)  # (N, C)
-    return (maps.sum(dim=dim) / norms).mean(dim=0) / (h * w)
+    channels_last = pixels.is_contiguous() and not f.is_contiguous()
+    maps = pixels.reshape(n, h * w, c) if channels_last else f.reshape(n, c, h * w)
+    if maps.dtype in (torch.float16, torch.bfloat16):
+        maps = maps.float()
+    with torch.no_grad(), torch.autocast(f.device.type, enabled=False):
+        if channels_last:
+            ones = torch.ones((n, 1, h * w), dtype=maps.dtype, device=maps.device)
+            return torch.bmm(ones, maps).squeeze(1), torch.bmm(maps.transpose(1, 2), maps)
+        return maps.sum(dim=2), torch.bmm(maps, maps.transpose(1, 2))
+
+
+def _saliency_from(sums: Tensor, gram: Tensor, f: Tensor) -> Tensor:
+    """:func:`channel_saliency` of ``f`` from its :func:`_map_sums_and_gram`: shape (C,), in the sums' dtype."""
+    # mean_{n,h,w} f / max(||f_nc||, eps) without materialising the normalised map: per map, the spatial
+    # sum divided by the clamped norm (the same quantity as F.normalize(f, p=2, dim=(2, 3)).mean((0, 2, 3))).
+    norms = gram.diagonal(dim1=1, dim2=2).sqrt().clamp_min(_NORMALIZE_EPS)
+    return (sums / norms).mean(dim=0) / (f.shape[2] * f.shape[3])
 
 
 def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
@@ -192,14 +232,20 @@ def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
         If ``f`` is not a 4-D tensor.
     """
     _check_4d(f, "feature")
+    saliency = _saliency_from(*_map_sums_and_gram(f), f) if saliency_fn is None else _checked_saliency(saliency_fn, f)
+    return torch.sort(saliency, dim=0, descending=True, stable=True).indices
+
+
+def _checked_saliency(saliency_fn: SaliencyFn, f: Tensor) -> Tensor:
+    """``saliency_fn(f)`` under ``no_grad``, checked to give one value per channel (shape (C,))."""
     with torch.no_grad():
-        saliency = (channel_saliency if saliency_fn is None else saliency_fn)(f)
-        if saliency.shape != (f.shape[1],):
-            raise TapError(
-                f"saliency_fn must return one value per channel, shape ({f.shape[1]},), for a feature of "
-                f"shape {_shape(f)}; got shape {_shape(saliency)}"
-            )
-        return torch.sort(saliency, dim=0, descending=True, stable=True).indices
+        saliency = saliency_fn(f)
+    if saliency.shape != (f.shape[1],):
+        raise TapError(
+            f"saliency_fn must return one value per channel, shape ({f.shape[1]},), for a feature of "
+            f"shape {_shape(f)}; got shape {_shape(saliency)}"
+        )
+    return saliency
 
 
 def intra_fd(f: Tensor, detach_salient: bool = False, saliency_fn: SaliencyFn | None = None) -> Tensor:
@@ -238,18 +284,17 @@ def intra_fd(f: Tensor, detach_salient: bool = False, saliency_fn: SaliencyFn | 
     if c < 2:
         raise TapError(f"intra-layer term needs at least 2 channels, got shape {_shape(f)}")
     k = c // 2
-    order = salient_order(f, saliency_fn).to(f.device)
-    pixels = f.permute(0, 2, 3, 1)  # (N, H, W, C): a free view of a channels_last map
-    if not detach_salient and pixels.is_contiguous():
-        # channels_last: one GEMM with a (C, k) +1/-1 pairing matrix gives salient_i - redundant_i per
-        # pixel, instead of gathering channel planes that are strided in this layout.
-        diff = pixels.reshape(-1, c) @ _pairing_matrix(order, k, f.dtype)
-        return diff.pow(2).mean()
+    sums, gram = _map_sums_and_gram(f)
+    if saliency_fn is None:
+        saliency = _saliency_from(sums, gram, f)
+    else:
+        saliency = _checked_saliency(saliency_fn, f)
+    order = torch.sort(saliency, dim=0, descending=True, stable=True).indices.to(f.device)
+    if not detach_salient:
+        return _GramPairedMSE.apply(f, gram.sum(dim=0, dtype=torch.float64), _pairing_matrix(order, k, f.dtype))
     ordered = f.index_select(1, order)
-    salient = ordered[:, :k]
+    salient = ordered[:, :k].detach()
     redundant = ordered[:, c - k :]
-    if detach_salient:
-        salient = salient.detach()
     return F.mse_loss(redundant, salient)
 
 
@@ -265,6 +310,37 @@ def _pairing_matrix(order: Tensor, k: int, dtype: torch.dtype) -> Tensor:
     pairing[order[:k], cols] = 1
     pairing[order[c - k :], cols] = -1
     return pairing
+
+
+class _GramPairedMSE(torch.autograd.Function):
+    """``mean((X @ P) ** 2)`` over the pixels ``X (M, C)`` of ``f (N, C, H, W)``, from the Gram matrix ``G = X.T X``.
+
+    ``sum((X @ P) ** 2) = trace(P.T G P)``: the loss costs no pass over the map beyond the Gram matrix
+    that the saliency already needed (summed over images in float64, which keeps the differences
+    ``G_aa + G_bb - 2 G_ab`` accurate). Backward is one GEMM in the map's layout,
+    ``grad_X = (2 g / (M k)) X @ (P P.T)``, with no ``(M, k)`` difference tensor kept between passes.
+    ``G`` and ``P`` receive no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, f: Tensor, gram: Tensor, pairing: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(f, pairing)
+        p = pairing.to(gram.dtype)
+        total = (p * (gram @ p)).sum().clamp_min(0)  # trace(P.T G P); >= 0 up to rounding
+        # at least float32: a bf16 loss would log three significant digits
+        return (total / (f.numel() // f.shape[1] * pairing.shape[1])).to(torch.promote_types(f.dtype, torch.float32))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102
+        f, pairing = ctx.saved_tensors
+        n, c, h, w = f.shape
+        scale = grad.to(pairing.dtype) * (2.0 / (n * h * w * pairing.shape[1]))
+        mixing = ((pairing @ pairing.t()) * scale).to(f.dtype)  # (C, C), symmetric
+        pixels = f.permute(0, 2, 3, 1)
+        if pixels.is_contiguous() and not f.is_contiguous():  # channels_last: (M, C) @ (C, C)
+            return (pixels.reshape(-1, c) @ mixing).reshape(n, h, w, c).permute(0, 3, 1, 2), None, None
+        return (mixing @ f.reshape(n, c, h * w)).reshape(n, c, h, w), None, None
 
 
 def _pooled_to(f: Tensor, size: tuple[int, int]) -> Tensor:
@@ -305,15 +381,68 @@ def inter_fd(shallow: Tensor, deep: Tensor) -> Tensor:
     """
     _check_4d(shallow, "inter-layer shallow feature")
     _check_4d(deep, "inter-layer deep feature")
-    if shallow.shape[0] != deep.shape[0]:
-        raise TapError(
-            f"inter-layer pair has mismatched batch sizes: shallow {_shape(shallow)} vs deep {_shape(deep)}"
-        )
+    _check_batches(shallow, deep, "inter-layer pair")
     size = (min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3]))
     m = min(shallow.shape[1], deep.shape[1])
-    s = _pooled_to(shallow, size)[:, :m]
-    d = _pooled_to(deep.detach(), size)[:, :m]
-    return F.mse_loss(s, d)
+    return _inter_mse(_Pyramid(shallow), _Pyramid(deep.detach()), size, m)
+
+
+def _inter_mse(shallow: _Pyramid, deep: _Pyramid, size: tuple[int, int], m: int) -> Tensor:
+    """MSE between the first ``m`` channels of both maps pooled to ``size`` (deep side already detached)."""
+    return _MSEToTarget.apply(_first_channels(shallow.pooled(size), m), _first_channels(deep.pooled(size), m))
+
+
+class _MSEToTarget(torch.autograd.Function):
+    """``F.mse_loss(x, target)`` with ``target`` fixed, whose gradient keeps ``x``'s memory layout.
+
+    ``mse_loss``'s own backward may hand a channels_last ``x`` a contiguous gradient; the pooling's
+    backward then converts layouts on every step (several times the cost of the pooling itself).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, target: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(x, target)
+        return F.mse_loss(x, target)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        x, target = ctx.saved_tensors
+        out = torch.empty_like(x, memory_format=torch.preserve_format)
+        torch.sub(x, target, out=out)
+        return out.mul_(grad * (2.0 / x.numel())), None
+
+
+def _first_channels(f: Tensor, m: int) -> Tensor:
+    """``f[:, :m]``, or ``f`` itself when it has ``m`` channels (no slice node: its backward would hand the
+    stage a contiguous gradient, slow to add to the channels_last gradients from the rest of the network)."""
+    return f if f.shape[1] == m else f[:, :m]
+
+
+class _Pyramid:
+    """One stage map and the average-pooled copies of it made so far, by ``(H, W)``.
+
+    A new size is pooled from the smallest copy it divides exactly (a block mean of block means is the
+    block mean), so a shallow stage paired with two deeper ones is read at full size once, and its
+    gradient flows back through one full-size pooling.
+
+    Parameters
+    ----------
+    f : Tensor, shape (N, C, H, W)
+    """
+
+    def __init__(self, f: Tensor) -> None:
+        self.full = f
+        self.levels: dict[tuple[int, int], Tensor] = {(int(f.shape[2]), int(f.shape[3])): f}
+
+    def pooled(self, size: tuple[int, int]) -> Tensor:
+        """The map average-pooled to ``size`` (the map itself at its own size), shape (N, C, *size)."""
+        if size in self.levels:
+            return self.levels[size]
+        exact = [(h * w, lvl) for (h, w), lvl in self.levels.items() if h % size[0] == 0 and w % size[1] == 0]
+        source = min(exact, key=lambda e: e[0])[1] if exact else self.full
+        self.levels[size] = out = _pooled_to(source, size)
+        return out
 
 
 def warmup_weight(epoch: float, warmup: float) -> float:
@@ -468,7 +597,16 @@ def tffd_terms(
     intra = {
         names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn) for i in stage_ids
     }
-    inter = {f"{names[i]}->{names[j]}": inter_fd(named[i][1], named[j][1]) for i, j in pair_ids}
+    for i, j in pair_ids:  # the checks of inter_fd, before any pooling
+        _check_batches(named[i][1], named[j][1], f"inter-layer pair {names[i]}->{names[j]}")
+    # inter_fd per pair, with each stage's poolings shared between its pairs (see _Pyramid)
+    shallow_side = {i: _Pyramid(named[i][1]) for i, _ in pair_ids}
+    deep_side = {j: _Pyramid(named[j][1].detach()) for _, j in pair_ids}
+    inter = {}
+    for i, j in pair_ids:
+        (_, _, hs, ws), (_, _, hd, wd) = named[i][1].shape, named[j][1].shape
+        size, m = (min(hs, hd), min(ws, wd)), min(named[i][1].shape[1], named[j][1].shape[1])
+        inter[f"{names[i]}->{names[j]}"] = _inter_mse(shallow_side[i], deep_side[j], size, m)
     return intra, inter
 
 
