@@ -138,8 +138,12 @@ def remember_upload(data: bytes) -> str:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def shipped_checkpoints(folder: str = str(CHECKPOINT_DIR)) -> list[tuple[str, dict, str]]:
-    """``(path, card, sha256)`` of every checkpoint shipped in ``folder``, sorted by name."""
-    return [(str(p), card, card.get("sha256") or ckpt.checkpoint_sha256(p))
+    """``(path, card, sha256)`` of every checkpoint shipped in ``folder``, sorted by name.
+
+    The cards leave out ``history`` (about 99 % of a card's bytes, unpickled on every run of every page
+    otherwise); a model's full card comes with the model (:func:`model_card`).
+    """
+    return [(str(p), {k: v for k, v in card.items() if k != "history"}, card.get("sha256") or ckpt.checkpoint_sha256(p))
             for p, card in ckpt.list_checkpoints(folder)]
 
 
