@@ -71,3 +71,10 @@ def test_checkpoint_rows_and_markdown():
     lines = md.strip().splitlines()
     assert lines[0] == "| file | arch | final_acc | mean_intra | seed |"
     assert lines[2] == "| x.safetensors | resnet8 | 90 | 0.3 | — |"
+
+
+def test_config_name_of_a_card_without_lambdas_marks_them_unknown() -> None:
+    """A Tf-FD card from elsewhere may lack the lambdas: the name says so instead of failing."""
+    assert config_name({"dataset": "cifar10", "arch": "resnet20", "method": "tffd"}) == "cifar10 resnet20 tffd λ=?/?"
+    assert config_name({"dataset": "d", "arch": "a", "method": "tffd", "lambda_intra": 0.1, "lambda_inter": 5e-4,
+                        "recipe": "cpu30"}) == "d a tffd λ=0.1/0.0005 cpu30"

@@ -74,11 +74,16 @@ def disagreements(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tens
     return torch.cat([one_right.nonzero().flatten(), both_wrong.nonzero().flatten()])
 
 
+def _number(value: object) -> str:
+    """``f"{value:g}"`` for a number, ``"?"`` for a missing or non-numeric one (cards of foreign checkpoints)."""
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+
+
 def config_name(card: Mapping) -> str:
     """Name a training configuration by everything but its seed (arch, dataset, method, lambdas, recipe)."""
     parts = [str(card.get("dataset")), str(card.get("arch")), str(card.get("method"))]
     if card.get("method") == "tffd":
-        parts.append(f"λ={card.get('lambda_intra'):g}/{card.get('lambda_inter'):g}")
+        parts.append(f"λ={_number(card.get('lambda_intra'))}/{_number(card.get('lambda_inter'))}")
     if card.get("recipe"):
         parts.append(str(card.get("recipe")))
     return " ".join(parts)
