@@ -33,6 +33,13 @@ QUICK = False
 QUICK = QUICK or os.environ.get("TFFD_QUICK") == "1"
 '''
 
+PAIR_PARAMETERS = '''
+# The shipped pair to compare: "digits" (ResNet-8, embedded data), "cifar10" or "cifar100" (ResNet-20: need
+# those checkpoints in checkpoints/ and the CIFAR files under DATA_ROOT, else $TFFD_DATA, else ./data).
+PAIR = os.environ.get("TFFD_PAIR", "digits")
+DATA_ROOT = None
+'''
+
 SETUP = '''
 import sys
 from pathlib import Path
@@ -300,12 +307,14 @@ NB02: list[Cell] = [
     ("md", '''
 # Baseline vs Tf-FD: what changed, what did not
 
-The shipped pair of ResNet-8 on digits, trained with the same recipe and seed: **A** with
-cross-entropy only, **B** with Tf-FD. This notebook measures both on the same test images: channel
-rankings, channel similarity, CKA between layers, and linear probes. The conclusions at the end are
-written from the measured numbers, whatever they turn out to be.
+A shipped pair, trained with the same recipe and seed: **A** with cross-entropy only, **B** with
+Tf-FD. By default the ResNet-8 pair on digits (`PAIR = "digits"`, no data needed); `"cifar10"` and
+`"cifar100"` pick the ResNet-20 pairs where their checkpoints and the CIFAR files are at hand. This
+notebook measures both models on the same test images: channel rankings, channel similarity, CKA
+between layers, and linear probes. The conclusions at the end are written from the measured numbers,
+whatever they turn out to be.
 '''),
-    ("params", PARAMETERS),
+    ("params", PARAMETERS + PAIR_PARAMETERS),
     ("code", SETUP + '''
 from tffd_viz.checkpoints import load_checkpoint
 from tffd_viz.data import load_dataset, sample_batch
@@ -322,25 +331,30 @@ from tffd_viz.similarity import (
 from tffd_viz.summary import card_table, disagreements
 from tffd_viz.terms import tffd_terms_on_batch
 
-N = 128 if QUICK else 360  # the digits test split has 360 images
+N = 128 if QUICK else (360 if PAIR == "digits" else 1000)  # the digits test split has 360 images
 '''),
     ("md", '''
 ## The pair and the batch
 '''),
     ("code", '''
-path_a = CKPT / "digits_resnet8_baseline_s0.safetensors"
-candidates = [CKPT / "digits_resnet8_tffd_s0.safetensors", CKPT / "digits_resnet8_tffd-paper_s0.safetensors"]
-found = [p for p in candidates if p.is_file()]
+PAIRS = {  # PAIR -> (model A, candidates for model B, first one present)
+    "digits": ("digits_resnet8_baseline_s0", ("digits_resnet8_tffd_s0", "digits_resnet8_tffd-paper_s0")),
+    "cifar10": ("cifar10_resnet20_baseline_s0", ("cifar10_resnet20_tffd_s0",)),
+    "cifar100": ("cifar100_resnet20_baseline_s0", ("cifar100_resnet20_tffd_s0",)),
+}
+name_a, names_b = PAIRS[PAIR]
+path_a = CKPT / f"{name_a}.safetensors"
+found = [CKPT / f"{name}.safetensors" for name in names_b if (CKPT / f"{name}.safetensors").is_file()]
 if not path_a.is_file() or not found:
-    raise FileNotFoundError(f"the shipped digits checkpoints are missing from {CKPT}")
+    raise FileNotFoundError(f"the shipped {PAIR} checkpoints are missing from {CKPT}: see checkpoints/README.md")
 path_b = found[0]
 model_a, card_a = load_checkpoint(path_a)
 model_b, card_b = load_checkpoint(path_b)
 A, B = "A · baseline", f"B · {card_b['method']}"
 display(card_table({"A": card_a, "B": card_b}, names={"A": path_a.stem, "B": path_b.stem}))
 
-images, labels = sample_batch(card_a["dataset"], split="test", n=N, seed=0)
-classes = load_dataset(card_a["dataset"]).classes
+images, labels = sample_batch(card_a["dataset"], split="test", n=N, seed=0, root=DATA_ROOT)
+classes = load_dataset(card_a["dataset"], DATA_ROOT).classes
 feats_a, feats_b = extract_pair(model_a, model_b, images)  # tap -> (N, C, H, W), the same images for both
 taps = list(feats_a)
 logits = {A: predict_logits(model_a, images), B: predict_logits(model_b, images)}
