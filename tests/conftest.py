@@ -54,6 +54,21 @@ def shipped(name: str) -> bool:
     return (CHECKPOINTS / f"{name}.safetensors").is_file()
 
 
+CIFAR_ROOT = os.environ.get("TFFD_DATA") or str(ROOT.parent / "shared" / "data")
+"""Where the CIFAR tests look for the data: ``$TFFD_DATA``, else ``../shared/data`` beside the project."""
+CIFAR_FILES = {"cifar10": ("cifar10.zip", "cifar10"), "cifar100": ("cifar100.zip", "cifar100-jpeg.npz", "cifar100")}
+
+
+def cifar_pair(dataset: str) -> tuple[str, str]:
+    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset``, or ``pytest.skip`` where it or the data is absent."""
+    pair = (f"{dataset}_resnet20_baseline_s0", f"{dataset}_resnet20_tffd_s0")
+    if not all(shipped(name) for name in pair):
+        pytest.skip(f"the {dataset} pair {pair} is not shipped yet")
+    if not any((Path(CIFAR_ROOT) / f).exists() for f in CIFAR_FILES[dataset]):
+        pytest.skip(f"no {dataset} files in {CIFAR_ROOT}")
+    return pair
+
+
 DEFAULT_MODELS: dict[str, str] = {} if shipped("digits_resnet8_tffd_s0") else {"b": "digits_resnet8_tffd-paper_s0"}
 """``app_at`` query parameters for the default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0):
 until the chosen-lambda Tf-FD checkpoint is shipped, B is the paper-lambda one."""

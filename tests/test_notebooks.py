@@ -111,18 +111,12 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(name: str, kernel_env: str) -
 @pytest.mark.parametrize("pair", ["cifar10", "cifar100"])
 def test_notebook_02_runs_on_a_shipped_cifar_pair(pair: str, kernel_env: str, monkeypatch) -> None:
     """``PAIR = "cifar10"`` / ``"cifar100"``: the same comparison on the ResNet-20 pair, where it ships and the data is."""
-    import os
-
+    from conftest import CIFAR_ROOT, cifar_pair
     from nbclient import NotebookClient
 
-    root = os.environ.get("TFFD_DATA") or str(REPO.parent / "shared" / "data")
-    names = [f"{pair}_resnet20_{method}_s0.safetensors" for method in ("baseline", "tffd")]
-    if not all((REPO / "checkpoints" / n).is_file() for n in names):
-        pytest.skip(f"the {pair} pair is not shipped yet")
-    if not any((Path(root) / f).exists() for f in (f"{pair}.zip", pair, "cifar100-jpeg.npz" if pair == "cifar100" else pair)):
-        pytest.skip(f"no {pair} files in {root}")
+    cifar_pair(pair)
     monkeypatch.setenv("TFFD_PAIR", pair)
-    monkeypatch.setenv("TFFD_DATA", root)
+    monkeypatch.setenv("TFFD_DATA", CIFAR_ROOT)
     nb = nbformat.read(NB_DIR / "02_baseline_vs_tffd.ipynb", as_version=4)
     NotebookClient(nb, kernel_name=kernel_env, timeout=300, allow_errors=False,
                    resources={"metadata": {"path": str(NB_DIR)}}).execute()

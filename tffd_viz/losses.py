@@ -118,6 +118,16 @@ def _check_4d(f: object, what: str) -> Tensor:
     return f
 
 
+def _is_channels_last(f: Tensor) -> bool:
+    """Whether ``f (N, C, H, W)`` is stored channels_last (and not also plain contiguous, e.g. H = W = 1)."""
+    return f.permute(0, 2, 3, 1).is_contiguous() and not f.is_contiguous()
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """``t`` widened to float32 when it is half precision (sums and logged values), else ``t`` itself."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _check_batches(shallow: Tensor, deep: Tensor, what: str) -> None:
     if shallow.shape[0] != deep.shape[0]:
         raise TapError(f"{what} has mismatched batch sizes: shallow {_shape(shallow)} vs deep {_shape(deep)}")
@@ -176,12 +186,10 @@ def _map_sums_and_norms(f: Tensor) -> tuple[Tensor, Tensor]:
     autocast region, without gradient.
     """
     n, c, h, w = f.shape
-    pixels = f.permute(0, 2, 3, 1)
-    channels_last = pixels.is_contiguous() and not f.is_contiguous()
-    maps = pixels.reshape(n, h * w, c) if channels_last else f.reshape(n, c, h * w)
-    if maps.dtype in (torch.float16, torch.bfloat16):
-        maps = maps.float()
+    channels_last = _is_channels_last(f)
     with torch.no_grad(), torch.autocast(f.device.type, enabled=False):
+        maps = _at_least_float32(f.permute(0, 2, 3, 1).reshape(n, h * w, c) if channels_last
+                                 else f.reshape(n, c, h * w))
         if channels_last:
             ones = torch.ones((n, 1, h * w), dtype=maps.dtype, device=maps.device)
             sums, squares = torch.bmm(ones, maps).squeeze(1), torch.bmm(ones, maps * maps).squeeze(1)
@@ -313,15 +321,12 @@ class _PairedMSE(torch.autograd.Function):
     def forward(ctx: Any, f: Tensor, pairing: Tensor) -> Tensor:  # noqa: D102
         ctx.save_for_backward(f, pairing)
         n, c, h, w = f.shape
-        wide = torch.cat([pairing, -pairing], dim=1)  # (C, 2k)
-        pixels = f.permute(0, 2, 3, 1)
-        if pixels.is_contiguous() and not f.is_contiguous():  # channels_last: (M, C) @ (C, 2k)
-            diff = pixels.reshape(-1, c) @ wide.to(f.dtype)
+        wide = torch.cat([pairing, -pairing], dim=1).to(f.dtype)  # (C, 2k)
+        if _is_channels_last(f):  # (M, C) @ (C, 2k)
+            diff = f.permute(0, 2, 3, 1).reshape(-1, c) @ wide
         else:  # (2k, C) @ (N, C, HW)
-            diff = wide.t().to(f.dtype) @ f.reshape(n, c, h * w)
-        flat = diff.reshape(-1)
-        if flat.dtype in (torch.float16, torch.bfloat16):
-            flat = flat.float()  # at least float32: a bf16 loss would log three significant digits
+            diff = wide.t() @ f.reshape(n, c, h * w)
+        flat = _at_least_float32(diff.reshape(-1))  # a bf16 loss would log three significant digits
         return torch.dot(flat, flat) / flat.numel()
 
     @staticmethod
@@ -331,9 +336,8 @@ class _PairedMSE(torch.autograd.Function):
         n, c, h, w = f.shape
         scale = grad.to(pairing.dtype) * (2.0 / (n * h * w * pairing.shape[1]))
         mixing = ((pairing @ pairing.t()) * scale).to(f.dtype)  # (C, C), symmetric
-        pixels = f.permute(0, 2, 3, 1)
-        if pixels.is_contiguous() and not f.is_contiguous():  # channels_last: (M, C) @ (C, C)
-            return (pixels.reshape(-1, c) @ mixing).reshape(n, h, w, c).permute(0, 3, 1, 2), None, None
+        if _is_channels_last(f):  # (M, C) @ (C, C)
+            return (f.permute(0, 2, 3, 1).reshape(-1, c) @ mixing).reshape(n, h, w, c).permute(0, 3, 1, 2), None, None
         return (mixing @ f.reshape(n, c, h * w)).reshape(n, c, h, w), None, None
 
 
@@ -376,13 +380,16 @@ def inter_fd(shallow: Tensor, deep: Tensor) -> Tensor:
     _check_4d(shallow, "inter-layer shallow feature")
     _check_4d(deep, "inter-layer deep feature")
     _check_batches(shallow, deep, "inter-layer pair")
-    size = (min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3]))
-    m = min(shallow.shape[1], deep.shape[1])
-    return _inter_mse(_Pyramid(shallow), _Pyramid(deep.detach()), size, m)
+    return _inter_mse(_Pyramid(shallow), _Pyramid(deep.detach()))
 
 
-def _inter_mse(shallow: _Pyramid, deep: _Pyramid, size: tuple[int, int], m: int) -> Tensor:
-    """MSE between the first ``m`` channels of both maps pooled to ``size`` (deep side already detached)."""
+def _inter_mse(shallow: _Pyramid, deep: _Pyramid) -> Tensor:
+    """:func:`inter_fd` of two stage maps (deep side already detached), pooled through their pyramids.
+
+    Both maps go to ``(min(H_s, H_d), min(W_s, W_d))``; the MSE is over the first ``min(C_s, C_d)`` channels.
+    """
+    (_, cs, hs, ws), (_, cd, hd, wd) = shallow.full.shape, deep.full.shape
+    size, m = (min(hs, hd), min(ws, wd)), min(cs, cd)
     return _MSEToTarget.apply(_first_channels(shallow.pooled(size), m), _first_channels(deep.pooled(size), m))
 
 
@@ -591,16 +598,13 @@ def tffd_terms(
     intra = {
         names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn) for i in stage_ids
     }
-    for i, j in pair_ids:  # the checks of inter_fd, before any pooling
-        _check_batches(named[i][1], named[j][1], f"inter-layer pair {names[i]}->{names[j]}")
     # inter_fd per pair, with each stage's poolings shared between its pairs (see _Pyramid)
     shallow_side = {i: _Pyramid(named[i][1]) for i, _ in pair_ids}
     deep_side = {j: _Pyramid(named[j][1].detach()) for _, j in pair_ids}
     inter = {}
     for i, j in pair_ids:
-        (_, _, hs, ws), (_, _, hd, wd) = named[i][1].shape, named[j][1].shape
-        size, m = (min(hs, hd), min(ws, wd)), min(named[i][1].shape[1], named[j][1].shape[1])
-        inter[f"{names[i]}->{names[j]}"] = _inter_mse(shallow_side[i], deep_side[j], size, m)
+        _check_batches(named[i][1], named[j][1], f"inter-layer pair {names[i]}->{names[j]}")
+        inter[f"{names[i]}->{names[j]}"] = _inter_mse(shallow_side[i], deep_side[j])
     return intra, inter
 
 
