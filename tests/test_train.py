@@ -59,11 +59,18 @@ def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_paper_recipe_is_the_reference_setting() -> None:
+    # The Tf-FD authors' train_kd.py (Teacher-free-Distillation, newest version), line by line:
     r = RECIPES["paper"]
-    assert (r["lr"], r["momentum"], r["nesterov"], r["weight_decay"], r["batch_size"]) == (0.1, 0.9, False, 5e-4, 128)
+    assert r["nesterov"] is True  # SGD(..., nesterov=True), lines 191/197
+    assert (r["crop_padding"], r["padding_mode"], r["flip"]) == (4, "reflect", True)  # Pad(4, 'reflect'), line 212
+    assert (r["lr"], r["momentum"], r["weight_decay"], r["batch_size"]) == (0.1, 0.9, 5e-4, 128)  # argparse defaults
     assert (r["schedule"], tuple(r["milestones"]), r["gamma"], r["epochs"]) == ("multistep", (150, 180, 210), 0.1, 240)
-    assert (r["crop_padding"], r["flip"]) == (4, True)
-    assert (r["lambda_intra"], r["lambda_inter"], r["warmup"]) == (8e-4, 5e-4, 20)
+    assert r["warmup"] == 20  # --kd-warm-up 20, line 73
+    assert (r["lambda_intra"], r["lambda_inter"]) == (8e-4, 5e-4)  # the reference README's command
+    assert r["kd_temperature"] == 4.0  # --T 4 (Tf-FD+ logit KD)
+    # the shipped cpu30 / digits checkpoints were trained with plain momentum and zero padding
+    for name in ("cpu30", "digits"):
+        assert (RECIPES[name]["nesterov"], RECIPES[name]["padding_mode"]) == (False, "zeros"), name
     assert RECIPES["digits"]["flip"] is False and RECIPES["digits"]["arch"] == "resnet8"
     assert set(RECIPES) >= {"paper", "cpu30", "digits"}
     assert all(set(r) == set(RECIPES["paper"]) for r in RECIPES.values())

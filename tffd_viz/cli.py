@@ -62,6 +62,10 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
         p.add_argument("--stages", default=None,
                        help="taps taking the intra term: names or indices, comma list ('all', 'none')")
         p.add_argument("--pairs", default=None, help="inter-term pairs shallow-deep, e.g. '0-1,0-2,1-2' ('all', 'none')")
+        p.add_argument("--teacher", default=None,
+                       help="tffd_kd (Tf-FD+): teacher checkpoint for the logit KD term (any loadable format)")
+        p.add_argument("--lambda-kd", type=float, default=None, help="tffd_kd: weight of the logit KD term (1)")
+        p.add_argument("--kd-temperature", type=float, default=None, help="tffd_kd: KD temperature T (4)")
     p.add_argument("--warmup", type=float, default=None, help="Tf-FD warm-up epochs (weight min(1, epoch/warmup))")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="per process under torchrun")
@@ -75,6 +79,8 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
     p.add_argument("--momentum", type=float, default=None)
     p.add_argument("--nesterov", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--crop-padding", type=int, default=None, help="random crop padding in pixels (0 = none)")
+    p.add_argument("--padding-mode", default=None, choices=["zeros", "reflect"],
+                   help="how the random crop pads (paper: reflect, as the reference's Pad(4, 'reflect'))")
     p.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction, help="random horizontal flip")
     if not for_sweep:
         p.add_argument("--seed", type=int, default=None, help="default 0")

@@ -36,6 +36,7 @@ smaller ``(H, W)``.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ __all__ = [
     "channel_saliency",
     "inter_fd",
     "intra_fd",
+    "logit_kd",
     "salient_order",
     "tffd_terms",
     "warmup_weight",
@@ -446,6 +448,44 @@ class _Pyramid:
         return out
 
 
+def _checked_lambda(name: str, value: float) -> float:
+    """Return ``float(value)``; raise :class:`TffdVizError` unless it is finite and >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TffdVizError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise TffdVizError(f"{name} = {value!r} is not allowed: a finite number >= 0 (a negative weight "
+                           f"maximises the feature losses)")
+    return v
+
+
+def logit_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton's logit distillation term of Tf-FD+: ``T^2 * KL(softmax(t / T) || softmax(s / T))``.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor (N, K)
+        The teacher side is detached here (it acts as a fixed target).
+    temperature : float
+        ``T > 0``; the ``T^2`` factor keeps the gradient scale independent of ``T``.
+
+    Returns
+    -------
+    Tensor, shape ()
+        ``T^2 / N * sum_n sum_k p_t[n,k] (log p_t[n,k] - log p_s[n,k])`` in float32 or wider
+        (``F.kl_div(..., reduction="batchmean")``, the reference's form).
+    """
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise TffdVizError(f"logit_kd needs student and teacher logits of one shape (N, K), got "
+                           f"{_shape(student_logits)} and {_shape(teacher_logits)}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise TffdVizError(f"temperature must be finite and > 0, got {temperature!r}")
+    s = _at_least_float32(student_logits) / temperature
+    t = _at_least_float32(teacher_logits.detach()) / temperature
+    return F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="batchmean") * temperature**2
+
+
 def warmup_weight(epoch: float, warmup: float) -> float:
     """Warm-up factor of the Tf-FD terms: ``min(1, epoch / warmup)``.
 
@@ -706,7 +746,8 @@ class TfFD(nn.Module):
     Raises
     ------
     TffdVizError
-        Unknown ``reduction``, or an index pair with ``i >= j``.
+        Unknown ``reduction``, a lambda that is negative or not finite (a negative weight maximises the
+        feature losses), or an index pair with ``i >= j``.
 
     Examples
     --------
@@ -736,8 +777,8 @@ class TfFD(nn.Module):
                     and pair[0] >= pair[1]
                 ):
                     raise TffdVizError(f"pair {tuple(pair)!r}: the shallow index must be < the deep index")
-        self.lambda_intra = float(lambda_intra)
-        self.lambda_inter = float(lambda_inter)
+        self.lambda_intra = _checked_lambda("lambda_intra", lambda_intra)
+        self.lambda_inter = _checked_lambda("lambda_inter", lambda_inter)
         self.stages = None if stages is None else list(stages)
         self.pairs = None if pairs is None else [tuple(p) for p in pairs]
         self.reduction = reduction

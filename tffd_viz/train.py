@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tffd_viz.data import DatasetBundle, ImageDataset, load_dataset, sample_indices
 from tffd_viz.errors import CheckpointError, TffdVizError
 from tffd_viz.features import eval_mode
-from tffd_viz.losses import TfFD, channel_saliency, warmup_weight
+from tffd_viz.losses import TfFD, channel_saliency, logit_kd, warmup_weight
 from tffd_viz.models import create_model, default_taps, extract_taps
 
 __all__ = [
@@ -65,34 +65,54 @@ __all__ = [
 #: Hyper-parameters of each named recipe (airbench style: one dict per recipe, nothing hidden elsewhere; the
 #: others are ``paper`` with the values that differ written out).
 RECIPES: dict[str, dict[str, Any]] = {
-    # The reference CIFAR-100 setting of the Tf-FD paper (RepDistiller schedule).
+    # The reference CIFAR setting of the Tf-FD authors' ``train_kd.py`` (Teacher-free-Distillation, newest
+    # version; line numbers of that file). Lambdas: the reference README's command (8e-4 / 5e-4); the argparse
+    # defaults of ``train_kd.py`` (lines 71-72) are 4e-4 / 5e-3 instead.
     "paper": {
-        "arch": "resnet20", "dataset": "cifar100", "epochs": 240, "batch_size": 128,
-        "lr": 0.1, "schedule": "multistep", "milestones": (150, 180, 210), "gamma": 0.1,
-        "lr_warmup": 0.0, "pct_start": 0.25,
-        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-        "crop_padding": 4, "flip": True,
-        "lambda_intra": 8e-4, "lambda_inter": 5e-4, "warmup": 20.0,
+        "arch": "resnet20", "dataset": "cifar100",
+        "epochs": 240,                      # epochs (argparse default)
+        "batch_size": 128,                  # images per step (argparse default)
+        "lr": 0.1,                          # initial lr (argparse default)
+        "schedule": "multistep", "milestones": (150, 180, 210), "gamma": 0.1,  # adjust_lr: /10 at 150/180/210
+        "lr_warmup": 0.0, "pct_start": 0.25,  # unused by multistep
+        "momentum": 0.9,                    # SGD momentum (argparse default)
+        "nesterov": True,                   # SGD(..., nesterov=True), lines 191/197
+        "weight_decay": 5e-4,               # on every parameter (argparse default)
+        "crop_padding": 4, "padding_mode": "reflect",  # transforms.Pad(4, padding_mode='reflect'), line 212
+        "flip": True,                       # RandomCrop(32) then RandomHorizontalFlip, line 212
+        "lambda_intra": 8e-4, "lambda_inter": 5e-4,  # the reference README's command
+        "warmup": 20.0,                     # --kd-warm-up 20 (line 73): weight min(1, epoch / 20)
+        "lambda_kd": 1.0, "kd_temperature": 4.0,  # Tf-FD+ (tffd_kd) logit KD: KL(s/T || t/T) * T^2 * lambda_kd
     },
 }
-# A 30-epoch CPU-affordable CIFAR schedule: one-cycle to 0.15, paper lambdas, warm-up scaled 20/240*30 ~ 3.
+# A 30-epoch CPU-affordable CIFAR schedule: one-cycle to 0.15, paper lambdas, warm-up scaled 20/240*30 ~ 3. Plain
+# momentum and zero padding, as the shipped ``cpu30`` checkpoints were trained.
 RECIPES["cpu30"] = {
     **RECIPES["paper"],
     "epochs": 30, "lr": 0.15, "schedule": "onecycle", "milestones": (), "pct_start": 0.2, "warmup": 3.0,
+    "nesterov": False, "padding_mode": "zeros",
 }
-# resnet8 on scikit-learn digits: small crop, no flip (digits are not mirror-symmetric), one-cycle.
+# resnet8 on scikit-learn digits: small crop (zero padding), no flip (digits are not mirror-symmetric), one-cycle.
 RECIPES["digits"] = {
     **RECIPES["paper"],
     "arch": "resnet8", "dataset": "digits", "epochs": 30, "batch_size": 64,
     "schedule": "onecycle", "milestones": (), "crop_padding": 2, "flip": False, "warmup": 3.0,
+    "nesterov": False, "padding_mode": "zeros",
 }
 
-METHODS: tuple[str, ...] = ("baseline", "tffd")
+METHODS: tuple[str, ...] = ("baseline", "tffd", "tffd_kd")
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 #: Options a resumed run may change without changing the trained weights.
 _RESUME_FREE = frozenset({"device", "out", "resume", "quiet", "threads", "probe_size", "stop_after",
                           "data_root", "eval_batch_size"})
+
+#: Options added after runs were already in progress: the value a saved state that lacks the key was trained
+#: with. A state without the key resumes only where the option now has that value; any other key a state lacks
+#: is a difference.
+_RESUME_ABSENT_MEANS: dict[str, Any] = {"padding_mode": "zeros", "lambda_kd": 1.0, "kd_temperature": 4.0,
+                                        "teacher": None}
 
 
 @dataclass
@@ -105,8 +125,9 @@ class TrainConfig:
         Zoo model name and dataset name (see :mod:`tffd_viz.models`, :mod:`tffd_viz.data`).
     data_root : str or None
         Data root for CIFAR / image folders.
-    method : {"baseline", "tffd"}
-        Train on CE only, or on ``CE + warm-up * Tf-FD``.
+    method : {"baseline", "tffd", "tffd_kd"}
+        Train on CE only, on ``CE + warm-up * Tf-FD``, or (Tf-FD+, the reference's ``tfd+`` mode) on
+        ``CE + warm-up * (Tf-FD + lambda_kd * T^2 * KL(softmax(t / T) || softmax(s / T)))`` with a teacher.
     lambda_intra, lambda_inter : float
         Weights of the two Tf-FD families.
     stages : list of str/int or None
@@ -124,7 +145,10 @@ class TrainConfig:
         ``lr_warmup`` epochs then follows a cosine to 0.
     momentum, nesterov, weight_decay : SGD settings (weight decay on every parameter, as the reference).
     crop_padding : int
-        Random crop after zero padding by this many pixels (0 = no crop).
+        Random crop after padding by this many pixels (0 = no crop).
+    padding_mode : {"zeros", "reflect"}
+        How the crop pads: black pixels (torchvision's ``RandomCrop(padding=p)``) or a mirror of the border
+        (``Pad(p, padding_mode='reflect')``, the reference).
     flip : bool
         Random horizontal flip.
     seed : int
@@ -152,6 +176,11 @@ class TrainConfig:
     sync_saliency : bool
         Under torchrun, average the channel saliency over ranks before ordering channels.
     eval_batch_size : int
+    teacher : str or None
+        ``tffd_kd`` only: path of the teacher checkpoint (any format :func:`tffd_viz.checkpoints.load_checkpoint`
+        accepts; its sha256 goes into the card).
+    lambda_kd, kd_temperature : float
+        ``tffd_kd`` only: weight and temperature ``T`` of the logit KD term.
     """
 
     arch: str = "resnet20"
@@ -172,9 +201,10 @@ class TrainConfig:
     lr_warmup: float = 0.0
     pct_start: float = 0.25
     momentum: float = 0.9
-    nesterov: bool = False
+    nesterov: bool = True
     weight_decay: float = 5e-4
     crop_padding: int = 4
+    padding_mode: str = "reflect"
     flip: bool = True
     seed: int = 0
     device: str = "auto"
@@ -189,31 +219,79 @@ class TrainConfig:
     stop_after: int | None = None
     sync_saliency: bool = False
     eval_batch_size: int = 512
+    teacher: str | None = None
+    lambda_kd: float = 1.0
+    kd_temperature: float = 4.0
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> TrainConfig:
-        """Return self after validating the values; raise :class:`TffdVizError` naming the bad one."""
-        if self.method not in METHODS:
-            raise TffdVizError(f"method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.schedule not in SCHEDULES:
-            raise TffdVizError(f"unknown schedule {self.schedule!r}; choose one of {sorted(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise TffdVizError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        """Return self after validating every value; raise :class:`TffdVizError` naming the bad one.
+
+        Each rule of :data:`OPTION_RULES` names the option, the value and the allowed range; then the
+        rules that tie options together (multistep milestones increasing and below ``epochs``, a teacher for
+        ``tffd_kd``, Nesterov momentum > 0).
+        """
+        for name, (ok, allowed) in OPTION_RULES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if not ok(value):
+                raise TffdVizError(f"option {name} = {value!r} is not allowed: {allowed}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise TffdVizError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "probe_size": self.probe_size, "eval_batch_size": self.eval_batch_size}
-        bad = {k: v for k, v in positive.items() if not v > 0}
-        if bad:
-            raise TffdVizError(f"these options must be positive: {bad}")
-        if self.crop_padding < 0 or self.warmup < 0 or self.weight_decay < 0:
-            raise TffdVizError(f"crop_padding, warmup and weight_decay must be >= 0, got {self.crop_padding}, "
-                               f"{self.warmup}, {self.weight_decay}")
-        if self.limit_train is not None and self.limit_train < 1:
-            raise TffdVizError(f"limit_train must be >= 1, got {self.limit_train}")
-        if not 0 < self.pct_start < 1:
-            raise TffdVizError(f"pct_start must be in (0, 1), got {self.pct_start}")
+            raise TffdVizError(f"option device = {self.device!r} is not allowed: auto, cpu, cuda or cuda:N")
+        if self.schedule == "multistep":
+            ms = list(self.milestones)
+            if any(b <= a for a, b in zip(ms, ms[1:])) or any(not 0 < m < self.epochs for m in ms):
+                raise TffdVizError(f"option milestones = {ms} is not allowed: increasing epochs in "
+                                   f"[1, epochs - 1] = [1, {self.epochs - 1}] (multistep schedule)")
+        if self.nesterov and self.momentum <= 0:
+            raise TffdVizError(f"option nesterov = True needs momentum > 0, got momentum = {self.momentum!r}")
+        if self.method == "tffd_kd" and not self.teacher:
+            raise TffdVizError("option teacher is required by method tffd_kd (a checkpoint path, e.g. "
+                               "--teacher checkpoints/cifar100_resnet20_baseline_s0.safetensors)")
         return self
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _one_of(options: Sequence[Any] | dict) -> Callable[[Any], bool]:
+    return lambda v: v in options
+
+
+#: Option -> (test, allowed range in words). Every option a user sets is checked before any work.
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "method": (_one_of(METHODS), f"one of {list(METHODS)}"),
+    "lambda_intra": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 switches the family off)"),
+    "lambda_inter": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 switches the family off)"),
+    "lambda_kd": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "kd_temperature": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "warmup": (lambda v: _finite(v) and v >= 0, "a finite number of epochs >= 0 (0 = no warm-up)"),
+    "epochs": (_int_at_least(1), "a whole number >= 1"),
+    "batch_size": (_int_at_least(1), "a whole number >= 1"),
+    "lr": (lambda v: _finite(v) and 0 < v <= 10, "a finite number in (0, 10]"),
+    "schedule": (lambda v: v in SCHEDULES, "multistep, onecycle or cosine (SCHEDULES)"),
+    "gamma": (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "lr_warmup": (lambda v: _finite(v) and v >= 0, "a finite number of epochs >= 0"),
+    "pct_start": (lambda v: _finite(v) and 0 < v < 1, "a number in (0, 1)"),
+    "momentum": (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "crop_padding": (lambda v: _int_at_least(0)(v) and v <= 64, "a whole number of pixels in [0, 64]"),
+    "padding_mode": (_one_of(PADDING_MODES), f"one of {list(PADDING_MODES)}"),
+    "seed": (_int_at_least(0), "a whole number >= 0"),
+    "precision": (_one_of(PRECISIONS), f"one of {sorted(PRECISIONS)}"),
+    "threads": (_int_at_least(1), "a whole number >= 1"),
+    "probe_size": (_int_at_least(1), "a whole number >= 1"),
+    "eval_batch_size": (_int_at_least(1), "a whole number >= 1"),
+    "limit_train": (_int_at_least(1), "a whole number >= 1"),
+    "stop_after": (_int_at_least(1), "a whole number >= 1"),
+}
+_OPTIONAL = frozenset({"threads", "limit_train", "stop_after"})
 
 
 def config_from_recipe(name: str, **overrides: Any) -> TrainConfig:
@@ -291,18 +369,22 @@ SCHEDULES: dict[str, Callable[[TrainConfig, int], Callable[[int], float]]] = {
 # --------------------------------------------------------------------------------------------------
 
 
-def augment_batch(x01: Tensor, offsets: Tensor | None, flips: Tensor | None, padding: int) -> Tensor:
-    """Random crop (zero padding) and horizontal flip of a batch, as tensor ops.
+def augment_batch(x01: Tensor, offsets: Tensor | None, flips: Tensor | None, padding: int,
+                  padding_mode: str = "zeros") -> Tensor:
+    """Random crop (after zero or reflect padding) and horizontal flip of a batch, as tensor ops.
 
     Parameters
     ----------
     x01 : Tensor (N, C, H, W)
-        Images in [0, 1] (before normalisation, so the padding is black as in torchvision's RandomCrop).
+        Images in [0, 1] (before normalisation, so zero padding is black as in torchvision's RandomCrop).
     offsets : LongTensor (N, 2) or None
         Top-left corner ``(dy, dx)`` of each crop in the padded image, each in ``[0, 2 * padding]``.
     flips : BoolTensor (N,) or None
         Which images to mirror left-right (after cropping).
     padding : int
+        Pixels added on each side; ``"reflect"`` needs ``padding < min(H, W)``.
+    padding_mode : {"zeros", "reflect"}
+        ``"reflect"`` mirrors the border without repeating it (torchvision's ``Pad(p, padding_mode='reflect')``).
 
     Returns
     -------
@@ -312,7 +394,12 @@ def augment_batch(x01: Tensor, offsets: Tensor | None, flips: Tensor | None, pad
     n, _, h, w = x01.shape
     out = x01
     if padding > 0 and offsets is not None:
-        padded = F.pad(x01, (padding, padding, padding, padding))
+        if padding_mode not in PADDING_MODES:
+            raise TffdVizError(f"padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}")
+        if padding_mode == "reflect" and padding >= min(h, w):
+            raise TffdVizError(f"reflect padding {padding} needs images larger than it, got {h}x{w}")
+        pad_mode = "constant" if padding_mode == "zeros" else "reflect"
+        padded = F.pad(x01, (padding, padding, padding, padding), mode=pad_mode)
         offsets = offsets.to(x01.device)
         rows = offsets[:, 0].view(n, 1, 1) + torch.arange(h, device=x01.device).view(1, h, 1)
         cols = offsets[:, 1].view(n, 1, 1) + torch.arange(w, device=x01.device).view(1, 1, w)
@@ -364,7 +451,9 @@ def _model_taps(model: nn.Module, x: Tensor, taps: Sequence[str]) -> tuple[Tenso
 def train_step(model: nn.Module, batch: Tensor, labels: Tensor, tffd: TfFD | None, warm: float,
                optimizer: torch.optim.Optimizer, *, taps: Sequence[str] | None = None, apply_tffd: bool = True,
                autocast_dtype: torch.dtype | None = None,
-               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+               teacher_logits: Tensor | None = None, lambda_kd: float = 0.0,
+               kd_temperature: float = 4.0) -> dict[str, float]:
     """One optimisation step: a single forward pass gives logits and taps, then CE (+ Tf-FD), backward, step.
 
     Parameters
@@ -387,12 +476,17 @@ def train_step(model: nn.Module, batch: Tensor, labels: Tensor, tffd: TfFD | Non
         Run forward and loss under ``torch.autocast`` with this dtype.
     scheduler : LRScheduler, optional
         Stepped after the optimiser.
+    teacher_logits : Tensor (N, K), optional
+        Tf-FD+ (``tffd_kd``): the teacher's logits of this batch; adds
+        ``warm * lambda_kd * logit_kd(logits, teacher_logits, kd_temperature)`` to the loss.
+    lambda_kd, kd_temperature : float
 
     Returns
     -------
     dict of float
         ``loss``, ``ce``, ``tffd_total`` (lambda-weighted, before warm-up; NaN without ``tffd``),
-        ``intra/<tap>``, ``inter/<a>-><b>``, ``correct`` (count), ``n`` (batch size), ``lr`` (used).
+        ``intra/<tap>``, ``inter/<a>-><b>``, ``kd`` (unweighted logit KD, with ``teacher_logits`` only),
+        ``correct`` (count), ``n`` (batch size), ``lr`` (used).
     """
     names = list(taps) if taps is not None else list(default_taps(_inner(model)))
     lr = float(optimizer.param_groups[0]["lr"])
@@ -407,6 +501,10 @@ def train_step(model: nn.Module, batch: Tensor, labels: Tensor, tffd: TfFD | Non
         elif tffd is not None:
             with torch.no_grad():
                 out = tffd(OrderedDict((k, v.detach()) for k, v in feats.items()))
+        kd = None
+        if teacher_logits is not None:
+            kd = logit_kd(logits, teacher_logits, kd_temperature)
+            loss = loss + warm * lambda_kd * kd
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -414,6 +512,9 @@ def train_step(model: nn.Module, batch: Tensor, labels: Tensor, tffd: TfFD | Non
         scheduler.step()
     keys = ["loss", "ce", "correct"]
     values = [loss.detach().float(), ce.detach().float(), (logits.detach().argmax(1) == labels).sum().float()]
+    if kd is not None:
+        keys.append("kd")
+        values.append(kd.detach().float())
     if out is not None:
         keys.append("tffd_total")
         values.append(out.total.detach().float())
@@ -708,8 +809,11 @@ def _resume_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
         raise CheckpointError(f"cannot read the resume state {str(path)!r}: {exc}") from None
     if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
         raise CheckpointError(f"{str(path)!r} is not a tffd-viz resume state (no 'config'/'epoch' keys)")
-    now, then = _config_dict(cfg), state["config"]
-    differ = {k: (then.get(k), now[k]) for k in now if k not in _RESUME_FREE and then.get(k) != now[k]}
+    now, then = _config_dict(cfg), dict(state["config"])
+    for key, value in _RESUME_ABSENT_MEANS.items():
+        then.setdefault(key, value)
+    differ = {k: (then.get(k, "<absent>"), now[k]) for k in now
+              if k not in _RESUME_FREE and then.get(k, "<absent>") != now[k]}
     if differ:
         raise CheckpointError(f"cannot resume from {str(path)!r}: these options differ from the saved run "
                               f"(saved, now): {differ}")
@@ -817,7 +921,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     if ctx.active:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     positions = _shard_positions(n_train, ctx.world, ctx.rank)
-    apply = cfg.method == "tffd"
+    apply = cfg.method in ("tffd", "tffd_kd")
+    teacher = _loaded_teacher(cfg, bundle, device) if cfg.method == "tffd_kd" else None
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
     _log(cfg, ctx, f"training {cfg.arch} on {cfg.dataset} ({n_train} images, {steps_per_epoch} steps/epoch, "
                    f"world {ctx.world}) method={cfg.method} stages={stages} pairs={pairs} device={device}")
@@ -837,10 +942,12 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
             x01 = train_images[idx]
             x01 = x01.float().div_(255.0) if x01.dtype == torch.uint8 else x01.float()
             x01 = augment_batch(x01, None if offsets is None else offsets[pos],
-                                None if flips is None else flips[pos], cfg.crop_padding)
+                                None if flips is None else flips[pos], cfg.crop_padding, cfg.padding_mode)
             x = train_set.normalize(x01).contiguous(memory_format=fmt)
+            t_logits = None if teacher is None else teacher.logits(x01, amp)
             stats = train_step(net, x, train_labels[idx], tffd, warm, optimizer, taps=taps, apply_tffd=apply,
-                               autocast_dtype=amp, scheduler=scheduler)
+                               autocast_dtype=amp, scheduler=scheduler, teacher_logits=t_logits,
+                               lambda_kd=cfg.lambda_kd, kd_temperature=cfg.kd_temperature)
             n = stats["n"]
             for k, v in stats.items():
                 if k in ("n", "correct", "lr"):
@@ -872,6 +979,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
                 "intra": {k[6:]: sums[k] / count for k in keys if k.startswith("intra/")},
                 "inter": {k[6:]: sums[k] / count for k in keys if k.startswith("inter/")},
                 "tffd_total": sums["tffd_total"] / count, "tffd_weight": warm if apply else 0.0,
+                **({"kd": sums["kd"] / count} if "kd" in sums else {}),
                 "loss": sums["loss"] / count, "train_acc": 100.0 * sums["correct"] / count, "test_acc": test_acc,
                 "seconds": seconds, "saliency": probe_saliency(model, probe, taps),
             }
@@ -892,12 +1000,49 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     _write_rank_hash(model, ctx)
     completed = last_epoch == cfg.epochs
     card = _card(cfg, bundle, model, taps, stages, pairs, history, best_acc, seconds_done, device, ctx, completed)
+    if teacher is not None:
+        card["lambda_kd"], card["kd_temperature"] = cfg.lambda_kd, cfg.kd_temperature
+        card["teacher"] = teacher.description
     if ctx.main and cfg.out is not None and completed:
         from tffd_viz.checkpoints import save_checkpoint
 
         path = save_checkpoint(model, card, checkpoint_stem(cfg.out).with_suffix(".safetensors"))
         _log(cfg, ctx, f"saved {path}")
     return model, card
+
+
+@dataclass
+class _Teacher:
+    """A frozen teacher of Tf-FD+: the model (eval mode), its own input normalisation and its card."""
+
+    model: nn.Module
+    mean: Tensor
+    std: Tensor
+    description: dict[str, Any]
+
+    def logits(self, x01: Tensor, amp: torch.dtype | None) -> Tensor:
+        """Teacher logits (N, K) of images in [0, 1] (N, C, H, W), normalised with the teacher's statistics."""
+        x = ((x01 - self.mean) / self.std).contiguous(memory_format=_memory_format(self.model))
+        with torch.no_grad(), _autocast(x01.device, amp):
+            return self.model(x).float()
+
+
+def _loaded_teacher(cfg: TrainConfig, bundle: DatasetBundle, device: torch.device) -> _Teacher:
+    """Load ``cfg.teacher`` with the safe loader, check it fits the dataset, freeze it."""
+    from tffd_viz.checkpoints import load_checkpoint
+
+    model, card = load_checkpoint(str(cfg.teacher), device=device)
+    if card["num_classes"] != len(bundle.classes) or card["in_chans"] != bundle.in_chans:
+        raise TffdVizError(f"teacher {str(cfg.teacher)!r} has {card['num_classes']} classes and {card['in_chans']} "
+                           f"input channels; {cfg.dataset} has {len(bundle.classes)} and {bundle.in_chans}")
+    model.eval().requires_grad_(False)
+    mean = card.get("mean") or list(bundle.mean)
+    std = card.get("std") or list(bundle.std)
+    view = (1, -1, 1, 1)
+    return _Teacher(model=model, mean=torch.tensor(mean, device=device).view(view),
+                    std=torch.tensor(std, device=device).view(view),
+                    description={"path": str(cfg.teacher), "sha256": card.get("sha256"), "arch": card["arch"],
+                                 "final_acc": card.get("final_acc"), "method": card.get("method")})
 
 
 def _write_rank_hash(model: nn.Module, ctx: _Dist) -> None:
