@@ -78,3 +78,23 @@ def test_config_name_of_a_card_without_lambdas_marks_them_unknown() -> None:
     assert config_name({"dataset": "cifar10", "arch": "resnet20", "method": "tffd"}) == "cifar10 resnet20 tffd λ=?/?"
     assert config_name({"dataset": "d", "arch": "a", "method": "tffd", "lambda_intra": 0.1, "lambda_inter": 5e-4,
                         "recipe": "cpu30"}) == "d a tffd λ=0.1/0.0005 cpu30"
+
+
+def test_heldout_rows_and_columns_come_from_the_card() -> None:
+    from tffd_viz.summary import checkpoint_rows, heldout_rows
+
+    terms = {"intra": {"l1": 2.0, "l2": 4.0}, "intra_std": {"l1": 0.1, "l2": None},
+             "intra_rel": {"l1": 1.0, "l2": 0.5}, "intra_rel_std": {"l1": 0.05, "l2": None},
+             "inter": {"l1->l2": 3.0}, "inter_std": {"l1->l2": 0.2}, "inter_rel": {"l1->l2": 0.75},
+             "inter_rel_std": {"l1->l2": 0.01}, "energy": {"l1": 2.0, "l2": 8.0}, "energy_std": {"l1": 0.3, "l2": 0.4},
+             "accuracy": 91.5}
+    card = {"method": "tffd", "heldout_terms": terms, "history": []}
+    rows = heldout_rows([("dir/x.safetensors", card), ("dir/y.safetensors", {"method": "baseline"})])
+    assert [r["term"] for r in rows] == ["intra l1", "intra l2", "inter l1->l2"]
+    assert rows[0] == {"file": "x.safetensors", "term": "intra l1", "raw": "2 ± 0.1", "relative": "1 ± 0.05",
+                       "energy": "2 ± 0.3"}
+    assert rows[1]["raw"] == "4" and rows[2]["energy"] is None
+    row = checkpoint_rows([("x.safetensors", card)])[0]
+    assert (row["heldout_acc"], row["heldout_intra"], row["heldout_intra_rel"]) == (91.5, 3.0, 0.75)
+    assert (row["heldout_inter"], row["heldout_inter_rel"]) == (3.0, 0.75)
+    assert checkpoint_rows([("y", {"method": "baseline"})])[0]["heldout_intra"] is None

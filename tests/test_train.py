@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ from tffd_viz.train import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -372,3 +376,276 @@ def test_torchrun_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     assert state_sha256(model) == hashes[0]
     assert card["world_size"] == 2 and len(card["history"]) == 2
     assert all(math.isfinite(v) for v in card["history"][-1]["intra"].values())
+
+
+def test_time_limit_stops_resumably_and_resume_finishes_the_same_run(tmp_path: Path) -> None:
+    base = dict(epochs=3, limit_train=64, batch_size=32, probe_size=8, quiet=True, threads=1)
+    out = tmp_path / "t"
+    _, card = train(config_from_recipe("digits", method="tffd", out=str(out), time_limit=1e-3, **base))
+    assert card["completed"] is False and len(card["history"]) == 1  # stopped after the first epoch
+    assert resume_path(out).is_file() and not out.with_suffix(".safetensors").exists()
+    resumed, card = train(config_from_recipe("digits", method="tffd", out=str(out), resume="auto", **base))
+    straight, _ = train(config_from_recipe("digits", method="tffd", out=None, **base))
+    assert card["completed"] is True and [r["epoch"] for r in card["history"]] == [1, 2, 3]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_resume_state_without_a_later_option_resumes_only_at_its_old_meaning(tmp_path: Path) -> None:
+    base = dict(epochs=2, limit_train=64, batch_size=32, probe_size=8, quiet=True, threads=1)
+    out = tmp_path / "r"
+    train(config_from_recipe("digits", method="baseline", out=str(out), stop_after=1, **base))
+    state = torch.load(resume_path(out), weights_only=True)
+    del state["config"]["padding_mode"]  # as written before the option existed (zero padding)
+    torch.save(state, resume_path(out))
+    _, card = train(config_from_recipe("digits", method="baseline", out=str(out), resume="auto", **base))
+    assert card["completed"] is True
+    torch.save(state, resume_path(out))
+    with pytest.raises(CheckpointError, match="padding_mode"):
+        train(config_from_recipe("digits", method="baseline", out=str(out), resume="auto", padding_mode="reflect",
+                                 **base))
+
+
+def test_reflect_padding_mirrors_the_border_like_torchvision_pad() -> None:
+    import torchvision.transforms.functional as TF
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(5, 3, 8, 6, generator=g)
+    pad = 3
+    offsets = torch.randint(0, 2 * pad + 1, (5, 2), generator=g)
+    out = augment_batch(x, offsets, None, pad, padding_mode="reflect")
+    for i in range(5):
+        padded = TF.pad(x[i], [pad], padding_mode="reflect")  # torchvision's Pad(p, padding_mode='reflect')
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        assert torch.equal(out[i], padded[:, dy:dy + 8, dx:dx + 6]), i
+    assert torch.equal(augment_batch(x, torch.full((5, 2), pad), None, pad, "reflect"), x)
+    with pytest.raises(TffdVizError, match="reflect padding 9"):
+        augment_batch(x, offsets, None, 9, padding_mode="reflect")
+
+
+def test_tffd_kd_trains_with_a_teacher_and_records_it(tmp_path: Path) -> None:
+    base = dict(epochs=2, limit_train=128, batch_size=32, probe_size=8, quiet=True, threads=1, warmup=0.0)
+    teacher_out = tmp_path / "teacher"
+    train(config_from_recipe("digits", method="baseline", out=str(teacher_out), **base))
+    teacher_path = teacher_out.with_suffix(".safetensors")
+    with pytest.raises(TffdVizError, match="teacher is required"):
+        config_from_recipe("digits", method="tffd_kd", **base)
+    _, card = train(config_from_recipe("digits", method="tffd_kd", teacher=str(teacher_path), lambda_kd=2.0,
+                                       out=str(tmp_path / "student"), **base))
+    assert card["method"] == "tffd_kd" and card["lambda_kd"] == 2.0 and card["kd_temperature"] == 4.0
+    assert card["teacher"]["sha256"] == load_checkpoint(teacher_path)[1]["sha256"]
+    assert all(math.isfinite(r["kd"]) and r["kd"] >= 0 for r in card["history"])
+    # lambda_kd = 0 trains exactly as plain Tf-FD (same draws, the KD term only logged)
+    same_kd0, _ = train(config_from_recipe("digits", method="tffd_kd", teacher=str(teacher_path), lambda_kd=0.0,
+                                           out=None, **base))
+    plain, _ = train(config_from_recipe("digits", method="tffd", out=None, **base))
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, same_kd0.state_dict()[k]), k
+
+
+def test_train_step_adds_the_weighted_logit_kd_term() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_chans=1)
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    t_logits = torch.randn(8, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = train_step(model, x, y, TfFD(0.1, 0.2), 0.5, opt, teacher_logits=t_logits, lambda_kd=3.0,
+                       kd_temperature=2.0)
+    # restated: T^2 * sum_k p_t (log p_t - log p_s), batch mean
+    with torch.no_grad():
+        s_logits = model(x).double()
+    p_t = torch.softmax(t_logits.double() / 2, 1)
+    kd = float((p_t * (p_t.log() - torch.log_softmax(s_logits / 2, 1))).sum(1).mean() * 4)
+    assert stats["kd"] == pytest.approx(kd, rel=1e-4)
+    assert stats["loss"] == pytest.approx(stats["ce"] + 0.5 * (stats["tffd_total"] + 3.0 * kd), rel=1e-5)
+
+
+def test_training_path_imports_only_the_core() -> None:
+    # the GPU machine has no streamlit, plotly or captum: `python -m tffd_viz train` must not need them
+    code = ("import sys; import tffd_viz.train, tffd_viz.cli, tffd_viz.heldout, tffd_viz.checkpoints; "
+            "print(sorted(m for m in ('streamlit', 'plotly', 'captum') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_gpu_training_script_runs_both_arms_resumably_on_the_cpu(tmp_path: Path) -> None:
+    from conftest import CIFAR_FILES, CIFAR_ROOT
+
+    root = Path(CIFAR_ROOT)
+    if not any((root / f).exists() for f in CIFAR_FILES["cifar100"]):
+        pytest.skip(f"no cifar100 files in {root}")
+    env = {**os.environ, "OUT": str(tmp_path), "TFFD_GPU_DATA": str(root), "TFFD_GPU_SMOKE": "1", "DEVICE": "cpu"}
+    for _ in range(2):  # the second call continues from the first call's states
+        done = subprocess.run(["bash", str(ROOT / "bench" / "train_gpu.sh"), "4"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for method in ("baseline", "tffd"):
+        stem = f"cifar100_resnet20_{method}_paper240_s0"
+        state = torch.load(tmp_path / f"{stem}.resume.pt", weights_only=True)
+        assert state["config"]["recipe"] == "paper" and state["config"]["padding_mode"] == "reflect"
+        assert state["config"]["nesterov"] is True and state["epoch"] >= 2
+        assert "resumed from" in (tmp_path / f"{stem}.log").read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# bad hyper-parameters and divergence (issue 21)
+# --------------------------------------------------------------------------------------------------
+
+#: option -> (a bad value, a fragment of the allowed range the message must name); one row per OPTION_RULES key.
+BAD_OPTIONS: dict[str, tuple[object, str]] = {
+    "method": ("kd", "['baseline', 'tffd', 'tffd_kd']"),
+    "lambda_intra": (-1.0, "finite number >= 0"),
+    "lambda_inter": (float("inf"), "finite number >= 0"),
+    "lambda_kd": (-0.5, "finite number >= 0"),
+    "kd_temperature": (0.0, "finite number > 0"),
+    "warmup": (-3.0, "epochs >= 0"),
+    "epochs": (0, "whole number >= 1"),
+    "batch_size": (2.5, "whole number >= 1"),
+    "lr": (1e6, "(0, 10]"),
+    "schedule": ("linear", "multistep, onecycle or cosine"),
+    "gamma": (1.5, "(0, 1]"),
+    "lr_warmup": (-1.0, "epochs >= 0"),
+    "pct_start": (1.0, "(0, 1)"),
+    "momentum": (1.0, "[0, 1)"),
+    "weight_decay": (float("nan"), "[0, 1)"),
+    "crop_padding": (65, "[0, 64]"),
+    "padding_mode": ("edge", "['zeros', 'reflect']"),
+    "augment": ("mixup", "pad_crop_flip or random_resized_crop"),
+    "seed": (-1, "whole number >= 0"),
+    "precision": ("fp16", "['bf16', 'fp32']"),
+    "threads": (0, "whole number >= 1"),
+    "probe_size": (0, "whole number >= 1"),
+    "eval_batch_size": (-8, "whole number >= 1"),
+    "limit_train": (0, "whole number >= 1"),
+    "stop_after": (0, "whole number >= 1"),
+    "time_limit": (-1.0, "seconds > 0"),
+}
+
+
+def test_every_checked_option_has_a_bad_value_in_this_table() -> None:
+    from tffd_viz.train import OPTION_RULES
+
+    assert set(BAD_OPTIONS) == set(OPTION_RULES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OPTIONS))
+def test_a_bad_option_names_the_option_the_value_and_the_range(name: str) -> None:
+    value, allowed = BAD_OPTIONS[name]
+    with pytest.raises(TffdVizError) as info:
+        config_from_recipe("digits", **{name: value})
+    text = str(info.value)
+    assert f"option {name} = {value!r} is not allowed" in text and allowed in text, text
+    # the same check guards train() for a config built by hand (notebooks)
+    with pytest.raises(TffdVizError, match=f"option {name} = "):
+        train(TrainConfig(**{name: value}))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"schedule": "multistep", "milestones": (5, 3), "epochs": 10}, ["milestones = [5, 3]", "increasing",
+                                                                        "[1, 9]"]),
+        ({"schedule": "multistep", "milestones": (3, 10), "epochs": 10}, ["milestones = [3, 10]", "[1, 9]"]),
+        ({"nesterov": True, "momentum": 0.0}, ["nesterov = True", "momentum > 0", "momentum = 0.0"]),
+        ({"method": "tffd_kd"}, ["teacher", "tffd_kd"]),
+        ({"device": "tpu"}, ["device = 'tpu'", "auto, cpu, cuda"]),
+    ],
+)
+def test_options_that_tie_together_are_checked_with_their_values(overrides: dict, fragments: list[str]) -> None:
+    with pytest.raises(TffdVizError) as info:
+        config_from_recipe("digits", **overrides)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_nonfinite_terms_are_named_in_loss_order_and_baseline_checks_only_what_it_trains_on() -> None:
+    from tffd_viz.train import _nonfinite_terms
+
+    nan, inf = float("nan"), float("inf")
+    stats = {"loss": inf, "ce": 2.3, "correct": 3.0, "kd": 1.0, "tffd_total": inf, "intra/layer1": 0.5,
+             "intra/layer3": inf, "inter/layer1->layer2": nan, "n": 64.0, "lr": 0.1}
+    assert _nonfinite_terms(stats, True) == ["intra/layer3", "inter/layer1->layer2", "tffd_total", "loss"]
+    assert _nonfinite_terms(stats, False) == ["loss"]  # a baseline's detached terms are only logged
+    assert _nonfinite_terms(dict(stats, loss=1.0, tffd_total=1.0, **{"intra/layer3": 1.0,
+                                                                       "inter/layer1->layer2": 1.0}), True) == []
+    assert _nonfinite_terms(dict(stats, ce=nan, kd=-inf), True)[:2] == ["ce", "intra/layer3"]
+    assert _nonfinite_terms(dict(stats, ce=nan, kd=-inf), False) == ["ce", "kd", "loss"]
+
+
+def test_a_diverging_run_stops_at_its_step_names_the_term_and_keeps_the_last_good_resume_state(tmp_path) -> None:
+    """lambda_intra = 1e6 on digits (4 steps an epoch, warm-up 1/3 then 2/3) blows up in epoch 2 (measured)."""
+    from tffd_viz.errors import TrainingDiverged
+
+    out = tmp_path / "div.safetensors"
+    rows: list[dict] = []
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny(epochs=3, limit_train=256, probe_size=16, lambda_intra=1e6, out=str(out)), progress=rows.append)
+    exc = info.value
+    assert exc.epoch == 2 and 1 <= exc.step <= 4, str(exc)
+    assert exc.where == f"epoch 2 step {exc.step} term {exc.term}"
+    text = str(exc)
+    assert f"training diverged at epoch 2 step {exc.step}/4: {exc.term} = " in text
+    assert "lower lambda_intra / lambda_inter (now 1e+06 / 0.0005) or lr (now 0.1)" in text  # the usual remedy
+    assert f"the last good resume state {str(resume_path(out))!r} (after epoch 1) is kept" in text
+    # nothing from the non-finite weights: no checkpoint, no card; the resume state is epoch 1's, finite
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    state = torch.load(resume_path(out), weights_only=True)
+    assert state["epoch"] == 1 and [r["epoch"] for r in rows] == [1]
+    assert all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point())
+    assert math.isfinite(state["history"][0]["ce"]) and math.isfinite(state["history"][0]["tffd_total"])
+
+
+def test_a_run_whose_last_step_leaves_non_finite_weights_is_stopped_before_any_file(tmp_path) -> None:
+    """lambda_intra = 1e7, 4 steps: the losses stay finite to the end of epoch 1, the weights do not (measured)."""
+    from tffd_viz.errors import TrainingDiverged
+
+    out = tmp_path / "w"
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny(limit_train=256, probe_size=16, lambda_intra=1e7, out=str(out)))
+    assert (info.value.epoch, info.value.step, info.value.term) == (1, 4, "weights"), str(info.value)
+    assert "non-finite weights after the epoch's last step (layer1.0.bn1.running_var" in str(info.value)
+    assert "this run had written no resume state yet" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_checks_its_whole_grid_before_the_first_row(tmp_path, monkeypatch) -> None:
+    from tffd_viz.train import LAYER_PRESETS
+
+    prefix = tmp_path / "sw"
+    base = tiny(limit_train=64)
+    with pytest.raises(TffdVizError) as info:
+        run_sweep(base, {"lambda_intra": [0.0, -5.0], "lambda_inter": [0.0]}, prefix)
+    assert "sweep row 2 of 2 (seed=0, layers=all, lambda_intra=-5.0, lambda_inter=0.0): option lambda_intra = " \
+           "-5.0 is not allowed: a finite number >= 0" in str(info.value)
+    with pytest.raises(TffdVizError, match=r"sweep row 3 of 4 \(seed=-1, .*option seed = -1"):
+        run_sweep(base, {"seeds": [0, -1], "lambda_intra": [0.0, 1.0], "lambda_inter": [0.0]}, prefix)
+    with pytest.raises(TffdVizError, match=r"sweep grid \['lambda_inter'\] is empty"):
+        run_sweep(base, {"lambda_inter": []}, prefix)
+    with pytest.raises(TffdVizError, match="unknown layer preset"):
+        run_sweep(base, {"layers": ["all", "bogus"]}, prefix)
+    # a preset that asks for a stage the architecture lacks (resnet8 has 3 stage taps) fails up front too
+    monkeypatch.setitem(LAYER_PRESETS, "fourth-stage", lambda n: ([n], []))
+    with pytest.raises(TffdVizError, match=r"sweep row 2 of 2 \(seed=0, layers=fourth-stage.*stage index 3 out of "
+                                           r"range for taps \['layer1', 'layer2', 'layer3'\]"):
+        run_sweep(base, {"layers": ["all", "fourth-stage"]}, prefix)
+    assert list(tmp_path.iterdir()) == []  # no row was trained, no table written
+
+
+@pytest.mark.slow
+def test_sweep_records_a_diverged_row_and_goes_on(tmp_path) -> None:
+    prefix = tmp_path / "sw"
+    base = tiny(limit_train=256, probe_size=16)  # lambda_intra = 1e7 diverges in epoch 1 (measured)
+    rows = run_sweep(base, {"lambda_intra": [1e7, 0.0], "lambda_inter": [0.0]}, prefix)
+    assert [r["lambda_intra"] for r in rows] == [1e7, 0.0]
+    bad, good = rows
+    assert bad["diverged"] is True and re.fullmatch(r"epoch 1 step [1-4] term \S+", bad["diverged_at"]), bad
+    assert "final_acc" not in bad and bad["method"] == "tffd"
+    assert good["diverged"] is False and good["diverged_at"] is None and math.isfinite(good["final_acc"])
+    with (tmp_path / "sw.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["diverged"] for r in table] == ["True", "False"] and table[0]["diverged_at"] == bad["diverged_at"]
+    assert table[0]["final_acc"] == "" and float(table[1]["final_acc"]) == good["final_acc"]
+    assert json.loads((tmp_path / "sw.json").read_text()) == rows
+    # a rerun does not retrain the diverged row
+    assert run_sweep(base, {"lambda_intra": [1e7, 0.0], "lambda_inter": [0.0]}, prefix) == rows

@@ -19,6 +19,7 @@ from typing import Any
 
 from tffd_viz.errors import TffdVizError
 from tffd_viz.report import add_report_arguments, run_report
+from tffd_viz.whatif import add_whatif_arguments, run_whatif
 
 __all__ = ["COMMANDS", "build_parser", "main", "add_train_arguments", "run_train", "add_sweep_arguments",
            "run_sweep_command", "config_overrides"]
@@ -50,9 +51,11 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
     from tffd_viz.train import METHODS, PRECISIONS, RECIPES, SCHEDULES
 
     p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="hyper-parameter recipe (default: paper for train, digits for sweep); explicit options "
+                   help="hyper-parameter recipe (default: paper for train, imagenet for torchvision's resnet18/34/50 "
+                        "and mobilenet_v2, digits for sweep); explicit options "
                         "override its values")
-    p.add_argument("--arch", default=None, help="zoo model name, e.g. resnet8, resnet20, wrn_16_2, vgg8")
+    p.add_argument("--arch", default=None, help="zoo model name, e.g. resnet8, resnet20, wrn_16_2, vgg8, resnet18 "
+                   "(torchvision, 224 px)")
     p.add_argument("--dataset", default=None, help="digits, cifar10, cifar100 or imagefolder")
     p.add_argument("--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)")
     if not for_sweep:
@@ -82,6 +85,8 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
     p.add_argument("--padding-mode", default=None, choices=["zeros", "reflect"],
                    help="how the random crop pads (paper: reflect, as the reference's Pad(4, 'reflect'))")
     p.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction, help="random horizontal flip")
+    p.add_argument("--augment", default=None, choices=["pad_crop_flip", "random_resized_crop"],
+                   help="crop: pad + random crop (CIFAR recipes) or RandomResizedCrop (imagenet recipe)")
     if not for_sweep:
         p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
@@ -94,6 +99,15 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
                    help="under torchrun: average the channel saliency over ranks before sorting channels")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop (resumable) after the epoch past which another one would end after this many seconds")
+
+
+def default_recipe(arch: str | None) -> str:
+    """The recipe ``train`` uses when none is named: ``imagenet`` for torchvision's architectures, else ``paper``."""
+    from tffd_viz.models.imagenet import IMAGENET_ARCHS
+
+    return "imagenet" if arch in IMAGENET_ARCHS else "paper"
 
 
 def config_overrides(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
@@ -131,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
     from tffd_viz.train import config_from_recipe, train
 
     overrides = config_overrides(args)
-    cfg = config_from_recipe(args.recipe or "paper", **overrides)
+    cfg = config_from_recipe(args.recipe or default_recipe(overrides.get("arch")), **overrides)
     if cfg.out is None:
         cfg.out = f"runs/{cfg.dataset}_{cfg.arch}_{cfg.method}_s{cfg.seed}.safetensors"
     _, card = train(cfg)
@@ -180,19 +194,44 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 #: Sub-command name -> (add_arguments, run).
 CHECKPOINT_COLUMNS = ("file", "arch", "dataset", "method", "lambda_intra", "lambda_inter", "recipe", "epochs", "seed",
-                      "final_acc", "best_acc", "mean_intra", "mean_inter", "train_seconds")
+                      "final_acc", "best_acc", "mean_intra", "mean_inter", "train_seconds", "heldout_acc",
+                      "heldout_intra", "heldout_intra_rel", "heldout_inter", "heldout_inter_rel")
 
 
 def add_checkpoints_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", default="checkpoints", help="folder of .safetensors checkpoints")
+    parser.add_argument("--heldout", action="store_true",
+                        help="instead: one row per stage/pair of each card's held-out terms (mean ± sd over batches)")
 
 
 def run_checkpoints(args: argparse.Namespace) -> int:
     """Print the markdown table of the checkpoints in a folder (the table of ``checkpoints/README.md``)."""
     from tffd_viz.checkpoints import list_checkpoints
-    from tffd_viz.summary import checkpoint_rows, markdown_table
+    from tffd_viz.summary import checkpoint_rows, heldout_rows, markdown_table
 
-    print(markdown_table(checkpoint_rows(list_checkpoints(args.folder)), CHECKPOINT_COLUMNS), end="")
+    shipped = list_checkpoints(args.folder)
+    if args.heldout:
+        print(markdown_table(heldout_rows(shipped)), end="")
+    else:
+        print(markdown_table(checkpoint_rows(shipped), CHECKPOINT_COLUMNS), end="")
+    return 0
+
+
+def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", help="tffd-viz .safetensors checkpoints whose cards get heldout_terms")
+    parser.add_argument("--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)")
+    parser.add_argument("--batch-size", type=int, default=500, help="images per batch (each ranks its own channels)")
+
+
+def run_heldout(args: argparse.Namespace) -> int:
+    """Recompute ``heldout_terms`` (eval mode, whole test split, mean and spread over batches) into each card."""
+    from tffd_viz.heldout import write_heldout_terms
+
+    for path in args.paths:
+        terms = write_heldout_terms(path, args.data_root, args.batch_size)
+        intra = " ".join(f"{k}={v:.4g}±{terms['intra_std'][k] or 0:.2g} (rel {terms['intra_rel'][k]:.3g})"
+                         for k, v in terms["intra"].items())
+        print(f"{path}: {terms['split']} n={terms['n']} acc={terms['accuracy']:.2f} intra[{intra}]")
     return 0
 
 
@@ -201,6 +240,8 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "sweep": (add_sweep_arguments, run_sweep_command),
     "report": (add_report_arguments, run_report),
     "checkpoints": (add_checkpoints_arguments, run_checkpoints),
+    "heldout": (add_heldout_arguments, run_heldout),
+    "whatif": (add_whatif_arguments, run_whatif),
 }
 
 _HELP = {
@@ -208,6 +249,8 @@ _HELP = {
     "sweep": "short trainings over a grid of lambdas, layers and seeds into one table",
     "report": "one self-contained HTML report comparing two checkpoints",
     "checkpoints": "list a folder of checkpoints as a markdown table (from their model cards)",
+    "heldout": "recompute the held-out Tf-FD terms (test split, eval mode, with spread) into checkpoint cards",
+    "whatif": "try lambdas before training: short fine-tunes (control, Tf-FD arm, second control) from one model",
 }
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["CARD_ROWS", "card_table", "checkpoint_rows", "config_name", "disagreements", "markdown_table", "seed_groups"]
+__all__ = ["CARD_ROWS", "card_table", "checkpoint_rows", "config_name", "disagreements", "heldout_rows",
+           "markdown_table", "seed_groups"]
 
 # Card entries shown side by side (key, label), in this order.
 CARD_ROWS: tuple[tuple[str, str], ...] = (
@@ -126,6 +127,46 @@ def _final_mean(history: Sequence[Mapping] | None, family: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _heldout_mean(card: Mapping, family: str) -> float | None:
+    values = [v for v in ((card.get("heldout_terms") or {}).get(family) or {}).values() if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str | None:
+    if mean is None:
+        return None
+    return f"{mean:.4g}" if sd is None else f"{mean:.4g} ± {sd:.2g}"
+
+
+def heldout_rows(shipped: Iterable[Sequence]) -> list[dict]:
+    """Return one row per (checkpoint, stage or pair) of the cards' ``heldout_terms`` (mean ± sd over batches).
+
+    Parameters
+    ----------
+    shipped : iterable of (path, card, ...) tuples
+
+    Returns
+    -------
+    list of dict
+        ``file, term, raw, relative, energy`` with ``"mean ± sd"`` strings (the energy of a stage for intra rows,
+        None for inter rows); checkpoints without ``heldout_terms`` give no rows.
+    """
+    rows = []
+    for item in shipped:
+        name, terms = str(item[0]).rsplit("/", 1)[-1], item[1].get("heldout_terms")
+        if not terms:
+            continue
+        for family in ("intra", "inter"):
+            for key, value in terms[family].items():
+                rows.append({
+                    "file": name, "term": f"{family} {key}", "raw": _mean_sd(value, terms[f"{family}_std"].get(key)),
+                    "relative": _mean_sd(terms[f"{family}_rel"].get(key), terms[f"{family}_rel_std"].get(key)),
+                    "energy": _mean_sd(terms["energy"].get(key), terms["energy_std"].get(key))
+                    if family == "intra" else None,
+                })
+    return rows
+
+
 def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
     """Return one row per checkpoint for the ``checkpoints/README.md`` table.
 
@@ -138,7 +179,9 @@ def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
     list of dict
         ``file, arch, dataset, method, lambda_intra, lambda_inter, recipe, epochs, seed, final_acc, best_acc,
         mean_intra, mean_inter, train_seconds`` where the means are over the terms of the last epoch's history
-        (training means; a baseline logs them too) and a baseline's lambdas are ``None`` (not trained on).
+        (training means; a baseline logs them too) and a baseline's lambdas are ``None`` (not trained on); then
+        ``heldout_acc, heldout_intra, heldout_intra_rel, heldout_inter, heldout_inter_rel``: the card's
+        ``heldout_terms`` (eval mode, test split) averaged over the stages / pairs (None without them).
     """
     rows = []
     for item in shipped:
@@ -151,6 +194,9 @@ def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
             "seed": card.get("seed"), "final_acc": card.get("final_acc"), "best_acc": card.get("best_acc"),
             "mean_intra": _final_mean(history, "intra"), "mean_inter": _final_mean(history, "inter"),
             "train_seconds": card.get("train_seconds"),
+            "heldout_acc": (card.get("heldout_terms") or {}).get("accuracy"),
+            **{f"heldout_{family}": _heldout_mean(card, family)
+               for family in ("intra", "intra_rel", "inter", "inter_rel")},
         })
     return rows
 

@@ -46,15 +46,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tffd_viz.data import DatasetBundle, ImageDataset, load_dataset, sample_indices
-from tffd_viz.errors import CheckpointError, TffdVizError
+from tffd_viz.data import SIZED_DATASETS, DatasetBundle, ImageDataset, load_dataset, sample_indices
+from tffd_viz.errors import CheckpointError, TffdVizError, TrainingDiverged
 from tffd_viz.features import eval_mode
 from tffd_viz.losses import TfFD, channel_saliency, logit_kd, warmup_weight
-from tffd_viz.models import create_model, default_taps, extract_taps
+from tffd_viz.models import create_model, default_taps, extract_taps, input_size
 
 __all__ = [
     "RECIPES", "SCHEDULES", "PRECISIONS", "METHODS", "TrainConfig", "config_from_recipe", "train", "train_step",
-    "evaluate_accuracy", "augment_batch", "probe_saliency", "resume_path", "checkpoint_stem", "parse_stages",
+    "evaluate_accuracy", "augment_batch", "AUGMENTATIONS", "probe_saliency", "resume_path", "checkpoint_stem", "parse_stages",
     "parse_pairs", "state_sha256", "LAYER_PRESETS", "SWEEP_KEYS", "run_sweep", "sweep_prefix",
 ]
 
@@ -83,6 +83,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lambda_intra": 8e-4, "lambda_inter": 5e-4,  # the reference README's command
         "warmup": 20.0,                     # --kd-warm-up 20 (line 73): weight min(1, epoch / 20)
         "lambda_kd": 1.0, "kd_temperature": 4.0,  # Tf-FD+ (tffd_kd) logit KD: KL(s/T || t/T) * T^2 * lambda_kd
+        "augment": "pad_crop_flip",         # AUGMENTATIONS: pad, random crop, flip (crop_padding, flip above)
     },
 }
 # A 30-epoch CPU-affordable CIFAR schedule: one-cycle to 0.15, paper lambdas, warm-up scaled 20/240*30 ~ 3. Plain
@@ -93,6 +94,15 @@ RECIPES["cpu30"] = {
     "nesterov": False, "padding_mode": "zeros",
 }
 # resnet8 on scikit-learn digits: small crop (zero padding), no flip (digits are not mirror-symmetric), one-cycle.
+# torchvision's ImageNet reference (references/classification: resnet18 ... resnet50): SGD 0.1, momentum 0.9 (not
+# Nesterov), weight decay 1e-4, 90 epochs, /10 at 30 and 60, RandomResizedCrop(224) + flip, evaluation resize 256 +
+# centre crop 224. batch_size is per process (torchvision: 32 per GPU x 8); lambdas and warm-up stay the CIFAR ones.
+RECIPES["imagenet"] = {
+    **RECIPES["paper"],
+    "arch": "resnet18", "dataset": "imagefolder", "epochs": 90, "batch_size": 256, "lr": 0.1,
+    "schedule": "multistep", "milestones": (30, 60), "gamma": 0.1, "nesterov": False, "weight_decay": 1e-4,
+    "crop_padding": 0, "padding_mode": "zeros", "flip": True, "augment": "random_resized_crop",
+}
 RECIPES["digits"] = {
     **RECIPES["paper"],
     "arch": "resnet8", "dataset": "digits", "epochs": 30, "batch_size": 64,
@@ -105,14 +115,14 @@ PADDING_MODES: tuple[str, ...] = ("zeros", "reflect")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 #: Options a resumed run may change without changing the trained weights.
-_RESUME_FREE = frozenset({"device", "out", "resume", "quiet", "threads", "probe_size", "stop_after",
+_RESUME_FREE = frozenset({"device", "out", "resume", "quiet", "threads", "probe_size", "stop_after", "time_limit",
                           "data_root", "eval_batch_size"})
 
 #: Options added after runs were already in progress: the value a saved state that lacks the key was trained
 #: with. A state without the key resumes only where the option now has that value; any other key a state lacks
 #: is a difference.
 _RESUME_ABSENT_MEANS: dict[str, Any] = {"padding_mode": "zeros", "lambda_kd": 1.0, "kd_temperature": 4.0,
-                                        "teacher": None}
+                                        "teacher": None, "augment": "pad_crop_flip"}
 
 
 @dataclass
@@ -151,6 +161,10 @@ class TrainConfig:
         (``Pad(p, padding_mode='reflect')``, the reference).
     flip : bool
         Random horizontal flip.
+    augment : {"pad_crop_flip", "random_resized_crop"}
+        :data:`AUGMENTATIONS`: the CIFAR crop after padding (``crop_padding``, ``padding_mode``), or torchvision's
+        ``RandomResizedCrop`` (scale 0.08-1, aspect 3/4-4/3) from the full image (a 224-pixel image folder is
+        decoded from its files); both then flip when ``flip``.
     seed : int
         Seeds the model initialisation and the data generator.
     device : {"auto", "cpu", "cuda"}
@@ -171,6 +185,9 @@ class TrainConfig:
         No per-epoch lines or progress bar.
     limit_train : int or None
         Use only the first ``limit_train`` images of each epoch's permutation (tests, smoke runs).
+    time_limit : float or None
+        Stop, as ``stop_after`` does, after the epoch past which another epoch of the same length would end
+        later than this many seconds after the start of this process's training (device calls with a limit).
     stop_after : int or None
         Stop after this epoch as if interrupted (the resume state is written; no checkpoint).
     sync_saliency : bool
@@ -205,6 +222,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     crop_padding: int = 4
     padding_mode: str = "reflect"
+    augment: str = "pad_crop_flip"
     flip: bool = True
     seed: int = 0
     device: str = "auto"
@@ -217,6 +235,7 @@ class TrainConfig:
     quiet: bool = False
     limit_train: int | None = None
     stop_after: int | None = None
+    time_limit: float | None = None
     sync_saliency: bool = False
     eval_batch_size: int = 512
     teacher: str | None = None
@@ -283,6 +302,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     "crop_padding": (lambda v: _int_at_least(0)(v) and v <= 64, "a whole number of pixels in [0, 64]"),
     "padding_mode": (_one_of(PADDING_MODES), f"one of {list(PADDING_MODES)}"),
+    "augment": (lambda v: v in AUGMENTATIONS, "pad_crop_flip or random_resized_crop (AUGMENTATIONS)"),
     "seed": (_int_at_least(0), "a whole number >= 0"),
     "precision": (_one_of(PRECISIONS), f"one of {sorted(PRECISIONS)}"),
     "threads": (_int_at_least(1), "a whole number >= 1"),
@@ -290,8 +310,9 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_batch_size": (_int_at_least(1), "a whole number >= 1"),
     "limit_train": (_int_at_least(1), "a whole number >= 1"),
     "stop_after": (_int_at_least(1), "a whole number >= 1"),
+    "time_limit": (lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
 }
-_OPTIONAL = frozenset({"threads", "limit_train", "stop_after"})
+_OPTIONAL = frozenset({"threads", "limit_train", "stop_after", "time_limit"})
 
 
 def config_from_recipe(name: str, **overrides: Any) -> TrainConfig:
@@ -411,12 +432,63 @@ def augment_batch(x01: Tensor, offsets: Tensor | None, flips: Tensor | None, pad
 
 
 def _epoch_draws(n: int, cfg: TrainConfig, gen: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Draw, in this order, the permutation (n,), crop offsets (n, 2) and flips (n,) of one epoch."""
+    """Draw, in this order, the permutation (n,), the crop draws of :data:`AUGMENTATIONS` (``pad_crop_flip``:
+    offsets (n, 2); ``random_resized_crop``: uniforms (n, 10, 4)) and flips (n,) of one epoch."""
     perm = torch.randperm(n, generator=gen)
-    offsets = (torch.randint(0, 2 * cfg.crop_padding + 1, (n, 2), generator=gen)
-               if cfg.crop_padding > 0 else None)
+    offsets = AUGMENTATIONS[cfg.augment].crops(n, cfg, gen)
     flips = torch.rand(n, generator=gen) < 0.5 if cfg.flip else None
     return perm, offsets, flips
+
+
+def _pad_crops(n: int, cfg: TrainConfig, gen: torch.Generator) -> Tensor | None:
+    return torch.randint(0, 2 * cfg.crop_padding + 1, (n, 2), generator=gen) if cfg.crop_padding > 0 else None
+
+
+def _pad_crop_flip(train_set: Any, images: Tensor | None, idx: Tensor, crops: Tensor | None, flips: Tensor | None,
+                   cfg: TrainConfig) -> Tensor:
+    x01 = images[idx] if images is not None else train_set.float01(idx.cpu()).to(idx.device)
+    x01 = x01.float().div_(255.0) if x01.dtype == torch.uint8 else x01.float()
+    return augment_batch(x01, crops, flips, cfg.crop_padding, cfg.padding_mode)
+
+
+def _rrc_crops(n: int, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
+    from tffd_viz.imagefolder import RRC_ATTEMPTS
+
+    return torch.rand(n, RRC_ATTEMPTS, 4, generator=gen)
+
+
+def _random_resized_crop(train_set: Any, images: Tensor | None, idx: Tensor, crops: Tensor, flips: Tensor | None,
+                         cfg: TrainConfig) -> Tensor:
+    """torchvision's RandomResizedCrop (+ flip): from the files of a lazy folder, else from the in-memory images."""
+    from tffd_viz.imagefolder import random_resized_crop_box
+
+    if images is None:
+        return train_set.random_resized_crops01(idx.cpu(), crops, flips).to(idx.device)
+    x = images[idx]
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    h, w = x.shape[2:]
+    out = torch.empty_like(x)
+    for k in range(x.shape[0]):
+        top, left, ch, cw = random_resized_crop_box(w, h, crops[k])
+        out[k] = F.interpolate(x[k:k + 1, :, top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
+                               align_corners=False, antialias=True)[0]
+    return augment_batch(out, None, flips, 0)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A training augmentation: its per-epoch crop draws and how a batch is made from them."""
+
+    crops: Callable[[int, TrainConfig, torch.Generator], Tensor | None]
+    batch: Callable[[Any, Tensor | None, Tensor, Tensor | None, Tensor | None, TrainConfig], Tensor]
+
+
+#: Augmentation name -> draws and batch function ``(split, images on device or None, idx, crops, flips, cfg)
+#: -> float images (n, C, H, W) in [0, 1]``.
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "pad_crop_flip": Augmentation(_pad_crops, _pad_crop_flip),
+    "random_resized_crop": Augmentation(_rrc_crops, _random_resized_crop),
+}
 
 
 def _shard_positions(n: int, world: int, rank: int) -> Tensor:
@@ -812,12 +884,87 @@ def _resume_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     now, then = _config_dict(cfg), dict(state["config"])
     for key, value in _RESUME_ABSENT_MEANS.items():
         then.setdefault(key, value)
+        if isinstance(then.get("hparams"), dict) and key in (now.get("hparams") or {}):  # recipe keys added later
+            then["hparams"] = {**then["hparams"], key: then["hparams"].get(key, value)}
     differ = {k: (then.get(k, "<absent>"), now[k]) for k in now
               if k not in _RESUME_FREE and then.get(k, "<absent>") != now[k]}
     if differ:
         raise CheckpointError(f"cannot resume from {str(path)!r}: these options differ from the saved run "
                               f"(saved, now): {differ}")
     return state
+
+
+#: Order in which :func:`_nonfinite_terms` names the quantities of one step (prefixes; tap names keep their order).
+_TERM_ORDER: tuple[str, ...] = ("ce", "intra/", "inter/", "kd", "tffd_total", "loss")
+
+#: First non-finite quantity (prefix) -> the usual remedy, in words, with the run's current values.
+_DIVERGENCE_REMEDIES: dict[str, Callable[[TrainConfig], str]] = {
+    "ce": lambda c: f"lower lr (now {c.lr:g})",
+    "intra/": lambda c: f"lower lambda_intra (now {c.lambda_intra:g}) or lr (now {c.lr:g})",
+    "inter/": lambda c: f"lower lambda_inter (now {c.lambda_inter:g}) or lr (now {c.lr:g})",
+    "kd": lambda c: f"lower lambda_kd (now {c.lambda_kd:g}) or lr (now {c.lr:g})",
+    "tffd_total": lambda c: f"lower lambda_intra / lambda_inter (now {c.lambda_intra:g} / {c.lambda_inter:g}) "
+                            f"or lr (now {c.lr:g})",
+    "loss": lambda c: f"lower lr (now {c.lr:g})" + ("" if c.method == "baseline" else
+                      f" or the lambdas (intra {c.lambda_intra:g}, inter {c.lambda_inter:g})"),
+    "weights": lambda c: f"lower lr (now {c.lr:g})" + ("" if c.method == "baseline" else
+                         f" or the lambdas (intra {c.lambda_intra:g}, inter {c.lambda_inter:g})"),
+}
+
+
+def _nonfinite_terms(stats: dict[str, float], trained_on_tffd: bool) -> list[str]:
+    """Names of the non-finite quantities of one :func:`train_step` (Python floats: no device sync).
+
+    Checked: ``loss``, ``ce``, ``kd`` and, when the Tf-FD terms are trained on, ``tffd_total``, ``intra/*`` and
+    ``inter/*`` (a baseline's detached terms are only logged). Ordered as :data:`_TERM_ORDER`.
+    """
+    checked = [k for k in stats if k in ("loss", "ce", "kd")
+               or (trained_on_tffd and (k == "tffd_total" or k.startswith(("intra/", "inter/"))))]
+    bad = [k for k in checked if not math.isfinite(stats[k])]
+    return sorted(bad, key=lambda k: next(i for i, p in enumerate(_TERM_ORDER) if k == p or k.startswith(p)))
+
+
+def _nonfinite_weights(model: nn.Module) -> list[str]:
+    """Names of the floating parameters / buffers of ``model`` holding a NaN or inf (one device sync)."""
+    tensors = [(k, t) for k, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return []
+    return [k for k, t in tensors if not bool(torch.isfinite(t).all())]
+
+
+def _diverged(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int, bad: list[str],
+              stats: dict[str, float], previous: dict[str, float] | None, good: tuple[Path, int] | None,
+              weights: Sequence[str] = ()) -> TrainingDiverged:
+    """The :class:`TrainingDiverged` of a run whose ``bad`` quantities went non-finite at ``epoch``/``step``.
+
+    ``bad`` lists step quantities (:func:`_nonfinite_terms`) or is ``["weights"]``, with the names of the
+    non-finite tensors in ``weights``; ``previous`` is the last finite step's stats (shown for context);
+    ``good`` is ``(path, epoch)`` of the last resume state this run wrote or resumed from.
+    """
+    term = bad[0]
+    cause = term
+    if previous is not None and not term.startswith(("intra/", "inter/", "kd")) \
+            and previous["loss"] - previous["ce"] > abs(previous["ce"]):
+        cause = "tffd_total"  # the step before was dominated by the (weighted) Tf-FD / KD part of the loss
+    remedy = next(f for p, f in _DIVERGENCE_REMEDIES.items() if cause == p or cause.startswith(p))(cfg)
+    if term == "weights":
+        names = ", ".join(list(weights)[:3]) + (f" and {len(weights) - 3} more" if len(weights) > 3 else "")
+        what = f"non-finite weights after the epoch's last step ({names})"
+    else:
+        what = f"{term} = {stats[term]} (non-finite: {', '.join(bad)})"
+    before = ""
+    if previous is not None:
+        terms = {k: v for k, v in previous.items() if k.startswith(("intra/", "inter/")) and math.isfinite(v)}
+        largest = max(terms, key=lambda k: abs(terms[k]), default=None)
+        before = ("; the last finite step" + ("" if term == "weights" else " (the one before)")
+                  + f" had loss={previous['loss']:.4g}, ce={previous['ce']:.4g}"
+                  + ("" if largest is None else f", largest Tf-FD term {largest}={terms[largest]:.4g}")
+                  + (f", kd={previous['kd']:.4g}" if "kd" in previous else ""))
+    kept = (f"; the last good resume state {str(good[0])!r} (after epoch {good[1]}) is kept" if good is not None
+            else "; this run had written no resume state yet")
+    return TrainingDiverged(
+        f"training diverged at epoch {epoch} step {step}/{steps_per_epoch}: {what}{before}. Nothing was saved "
+        f"from the non-finite weights{kept}. Usual remedy: {remedy}.", epoch=epoch, step=step, term=term)
 
 
 def _save_resume(path: Path, payload: dict[str, Any]) -> None:
@@ -869,7 +1016,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     if device.type == "cuda":
         torch.cuda.set_device(device)
     amp = PRECISIONS[cfg.precision]
-    bundle: DatasetBundle = load_dataset(cfg.dataset, cfg.data_root)
+    bundle: DatasetBundle = load_dataset(cfg.dataset, cfg.data_root, image_size=(
+        input_size(cfg.arch) if cfg.dataset in SIZED_DATASETS else None))  # 224 for torchvision's archs
     train_set, test_set = bundle.train, bundle.test
 
     torch.manual_seed(cfg.seed)
@@ -890,7 +1038,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[cfg.schedule](cfg, steps_per_epoch))
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    train_images = train_set.images.to(device)
+    train_images = train_set.images.to(device) if isinstance(train_set, ImageDataset) else None  # else: lazy
     train_labels = train_set.labels.to(device)
     probe_idx = sample_indices(len(train_set), min(cfg.probe_size, len(train_set)), seed=0)
     probe = train_set.normalized(probe_idx).to(device)
@@ -898,6 +1046,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     history: list[dict[str, Any]] = []
     best_acc, start_epoch, seconds_done = float("-inf"), 0, 0.0
     rpath = resume_path(cfg.out) if cfg.out is not None else None
+    good: tuple[Path, int] | None = None  # (path, epoch) of the last resume state written or resumed from
     if cfg.resume is not None:
         source = rpath if cfg.resume == "auto" else Path(cfg.resume)
         if source is None:
@@ -913,6 +1062,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             history, best_acc = list(state["history"]), float(state["best_acc"])
             start_epoch, seconds_done = int(state["epoch"]), float(state["train_seconds"])
+            good = (source, start_epoch)
             _log(cfg, ctx, f"resumed from {source} after epoch {start_epoch}")
         elif cfg.resume != "auto":
             raise CheckpointError(f"resume state {str(source)!r} does not exist")
@@ -927,6 +1077,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     _log(cfg, ctx, f"training {cfg.arch} on {cfg.dataset} ({n_train} images, {steps_per_epoch} steps/epoch, "
                    f"world {ctx.world}) method={cfg.method} stages={stages} pairs={pairs} device={device}")
 
+    t_begin = time.perf_counter()
     for epoch in range(start_epoch + 1, last_epoch + 1):
         t0 = time.perf_counter()
         perm, offsets, flips = _epoch_draws(len(train_set), cfg, gen)
@@ -934,20 +1085,26 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
         warm = warmup_weight(epoch, cfg.warmup)
         sums: dict[str, float] = {}
         lr_first = float(optimizer.param_groups[0]["lr"])
+        previous: dict[str, float] | None = None
         net.train()
         bar = _progress_bar(cfg, ctx, steps_per_epoch, epoch)
         for step in range(steps_per_epoch):
             pos = positions[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             idx = perm[pos].to(device)
-            x01 = train_images[idx]
-            x01 = x01.float().div_(255.0) if x01.dtype == torch.uint8 else x01.float()
-            x01 = augment_batch(x01, None if offsets is None else offsets[pos],
-                                None if flips is None else flips[pos], cfg.crop_padding, cfg.padding_mode)
+            x01 = AUGMENTATIONS[cfg.augment].batch(train_set, train_images, idx,
+                                                   None if offsets is None else offsets[pos],
+                                                   None if flips is None else flips[pos], cfg)
             x = train_set.normalize(x01).contiguous(memory_format=fmt)
             t_logits = None if teacher is None else teacher.logits(x01, amp)
             stats = train_step(net, x, train_labels[idx], tffd, warm, optimizer, taps=taps, apply_tffd=apply,
                                autocast_dtype=amp, scheduler=scheduler, teacher_logits=t_logits,
                                lambda_kd=cfg.lambda_kd, kd_temperature=cfg.kd_temperature)
+            bad = _nonfinite_terms(stats, apply)
+            if bad:
+                if bar is not None:
+                    bar.close()
+                raise _diverged(cfg, epoch, step + 1, steps_per_epoch, bad, stats, previous, good)
+            previous = stats
             n = stats["n"]
             for k, v in stats.items():
                 if k in ("n", "correct", "lr"):
@@ -971,6 +1128,10 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
         seconds = time.perf_counter() - t0
         seconds_done += seconds
         row: dict[str, Any] | None = None
+        broken = _nonfinite_weights(model)  # finite losses can still step into inf weights; never save those
+        if broken:
+            raise _diverged(cfg, epoch, steps_per_epoch, steps_per_epoch, ["weights"], {}, previous, good,
+                            weights=broken)
         if ctx.main:
             test_acc = evaluate_accuracy(model, test_set, cfg.eval_batch_size, device, amp)
             best_acc = max(best_acc, test_acc)
@@ -993,8 +1154,13 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "history": history, "best_acc": best_acc, "train_seconds": seconds_done,
                 })
+                good = (rpath, epoch)
             if progress is not None:
                 progress(row)
+        if cfg.time_limit is not None and _out_of_time(cfg.time_limit, t_begin, seconds, ctx, device):
+            _log(cfg, ctx, f"time limit {cfg.time_limit:g} s: stopping after epoch {epoch} (resume state kept)")
+            last_epoch = epoch
+            break
 
     model.eval()
     _write_rank_hash(model, ctx)
@@ -1003,12 +1169,27 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     if teacher is not None:
         card["lambda_kd"], card["kd_temperature"] = cfg.lambda_kd, cfg.kd_temperature
         card["teacher"] = teacher.description
+    if ctx.main and completed and cfg.out is not None:
+        from tffd_viz.heldout import heldout_terms
+
+        card["heldout_terms"] = heldout_terms(model, test_set, taps=taps)
     if ctx.main and cfg.out is not None and completed:
         from tffd_viz.checkpoints import save_checkpoint
 
         path = save_checkpoint(model, card, checkpoint_stem(cfg.out).with_suffix(".safetensors"))
         _log(cfg, ctx, f"saved {path}")
     return model, card
+
+
+def _out_of_time(limit: float, t_begin: float, epoch_seconds: float, ctx: _Dist, device: torch.device) -> bool:
+    """Whether another epoch as long as the last would end past ``limit`` seconds (any rank's view, so all
+    ranks stop after the same epoch)."""
+    late = (time.perf_counter() - t_begin) + epoch_seconds > limit
+    if not ctx.active:
+        return late
+    flag = torch.tensor(float(late), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 @dataclass
@@ -1068,6 +1249,8 @@ def _card(cfg: TrainConfig, bundle: DatasetBundle, model: nn.Module, taps: list[
                                                          if k in RECIPES["paper"]},
         "stages": list(stages), "world_size": ctx.world, "precision": cfg.precision, "completed": completed,
         "classes": list(bundle.classes),
+        **({"input_size": bundle.extra["image_size"], "transform": bundle.extra["transform"]}
+           if "image_size" in bundle.extra else {}),
     }
 
 
@@ -1123,6 +1306,7 @@ def _sweep_row(cfg: TrainConfig, layers: str, card: dict[str, Any]) -> dict[str,
     row.update({f"intra_{k}": v for k, v in last["intra"].items()})
     row.update({f"inter_{k}": v for k, v in last["inter"].items()})
     row["train_seconds"] = card["train_seconds"]
+    row["diverged"], row["diverged_at"] = False, None
     return {k: row[k] for k in SWEEP_KEYS} | {k: v for k, v in row.items() if k not in SWEEP_KEYS}
 
 
@@ -1166,6 +1350,50 @@ def sweep_prefix(out_prefix: str | os.PathLike) -> Path:
     return path.with_suffix("") if path.suffix in (".csv", ".json") else path
 
 
+def _sweep_plan(base_config: TrainConfig, grid: dict[str, Sequence[Any]]) -> list[tuple[TrainConfig, str]]:
+    """Every row's ``(config, layer preset)`` of a sweep, each checked (:meth:`TrainConfig.check`, stages and
+    pairs against the architecture's taps); raise :class:`TffdVizError` naming the first bad row and option."""
+    import itertools
+
+    axes: dict[str, list[Any]] = {
+        "seeds": list(grid.get("seeds", [base_config.seed])), "layers": list(grid.get("layers", ["all"])),
+        "lambda_intra": list(grid.get("lambda_intra", [base_config.lambda_intra])),
+        "lambda_inter": list(grid.get("lambda_inter", [base_config.lambda_inter])),
+    }
+    unexpected = sorted(set(grid) - set(axes))
+    if unexpected:
+        raise TffdVizError(f"unknown sweep grid key(s) {unexpected}; valid: {list(axes)}")
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise TffdVizError(f"sweep grid {empty} is empty; give at least one value")
+    unknown = [name for name in axes["layers"] if name not in LAYER_PRESETS]
+    if unknown:
+        raise TffdVizError(f"unknown layer preset(s) {unknown}; choose from {list(LAYER_PRESETS)}")
+    base_config.check()
+    taps = list(default_taps(create_model(base_config.arch, num_classes=2, in_chans=1)))
+    combos = list(itertools.product(axes["seeds"], axes["layers"], axes["lambda_intra"], axes["lambda_inter"]))
+    plan = []
+    for i, (seed, layer, li, le) in enumerate(combos):
+        where = (f"sweep row {i + 1} of {len(combos)} (seed={seed!r}, layers={layer}, lambda_intra={li!r}, "
+                 f"lambda_inter={le!r})")
+        try:
+            stages, pairs = LAYER_PRESETS[layer](len(taps))
+            whole = not isinstance(seed, bool) and float(seed).is_integer()  # "3", 3.0 -> 3; 1.5, True: refused
+            values = {"seed": int(float(seed)) if whole else seed, "lambda_intra": float(li), "lambda_inter": float(le)}
+        except (TypeError, ValueError, OverflowError):
+            raise TffdVizError(f"{where}: seeds must be whole numbers and lambdas numbers") from None
+        method = "baseline" if values["lambda_intra"] == 0.0 and values["lambda_inter"] == 0.0 else "tffd"
+        cfg = dataclasses.replace(base_config, **values, stages=stages, pairs=pairs, method=method, out=None,
+                                  resume=None, stop_after=None)
+        try:
+            cfg.check()
+            _resolved_stages(cfg, taps)
+        except TffdVizError as exc:
+            raise TffdVizError(f"{where}: {exc}") from None
+        plan.append((cfg, layer))
+    return plan
+
+
 def run_sweep(base_config: TrainConfig, grid: dict[str, Sequence[Any]], out_prefix: str | os.PathLike,
               progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train every combination of a grid and write one results table, skipping rows already there.
@@ -1187,39 +1415,44 @@ def run_sweep(base_config: TrainConfig, grid: dict[str, Sequence[Any]], out_pref
     -------
     list of dict
         Every row of the table (old and new): the settings of :data:`SWEEP_KEYS`, ``final_acc``, ``best_acc``,
-        ``train_acc``, ``ce``, ``tffd_total``, ``intra_<tap>``, ``inter_<a>-><b>`` (last epoch) and ``train_seconds``.
+        ``train_acc``, ``ce``, ``tffd_total``, ``intra_<tap>``, ``inter_<a>-><b>`` (last epoch), ``train_seconds``,
+        ``diverged`` and ``diverged_at``. A run that diverges (:class:`TrainingDiverged`) is a row with only its
+        settings, ``train_seconds``, ``diverged=True`` and ``diverged_at="epoch E step S term T"``; the sweep
+        goes on with the next row.
+
+    Raises
+    ------
+    TffdVizError
+        Before any training, naming the first row of the grid with a bad option (every row is checked).
     """
-    import itertools
 
     prefix = sweep_prefix(out_prefix)
-    layers = list(grid.get("layers", ["all"]))
-    unknown = [name for name in layers if name not in LAYER_PRESETS]
-    if unknown:
-        raise TffdVizError(f"unknown layer preset(s) {unknown}; choose from {list(LAYER_PRESETS)}")
-    n_taps = len(default_taps(create_model(base_config.arch, num_classes=2, in_chans=1)))
+    plan = _sweep_plan(base_config, grid)  # the whole grid is checked before the first row trains
     rows = _read_table(prefix)
     done = {_row_key(r) for r in rows}
-    combos = itertools.product(grid.get("seeds", [base_config.seed]), layers,
-                               grid.get("lambda_intra", [base_config.lambda_intra]),
-                               grid.get("lambda_inter", [base_config.lambda_inter]))
-    for seed, layer, li, le in combos:
-        stages, pairs = LAYER_PRESETS[layer](n_taps)
-        method = "baseline" if float(li) == 0.0 and float(le) == 0.0 else "tffd"
-        cfg = dataclasses.replace(base_config, seed=int(seed), lambda_intra=float(li), lambda_inter=float(le),
-                                  stages=stages, pairs=pairs, method=method, out=None, resume=None,
-                                  stop_after=None)
+    for cfg, layer in plan:
         key_row = {k: getattr(cfg, k) for k in SWEEP_KEYS if k != "layers"} | {"layers": layer}
         if _row_key(key_row) in done:
             continue
-        _, card = train(cfg)
-        row = _sweep_row(cfg, layer, card)
+        t0 = time.perf_counter()
+        try:
+            _, card = train(cfg)
+        except TrainingDiverged as exc:
+            row = key_row | {"diverged": True, "diverged_at": exc.where,
+                             "train_seconds": time.perf_counter() - t0}
+            row = {k: row[k] for k in SWEEP_KEYS} | {k: v for k, v in row.items() if k not in SWEEP_KEYS}
+            result = f"diverged at {exc.where}"
+        else:
+            row = _sweep_row(cfg, layer, card)
+            result = f"final_acc={row['final_acc']:.2f}"
         rows.append(row)
         done.add(_row_key(row))
         _write_table(rows, prefix)
         if progress is not None:
             progress(row)
-        print(f"sweep row {len(rows)}: layers={layer} lambda_intra={li:g} lambda_inter={le:g} seed={seed} "
-              f"final_acc={row['final_acc']:.2f} ({row['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
+        print(f"sweep row {len(rows)}: layers={layer} lambda_intra={cfg.lambda_intra:g} "
+              f"lambda_inter={cfg.lambda_inter:g} seed={cfg.seed} {result} ({row['train_seconds']:.0f}s)",
+              file=sys.stderr, flush=True)
     if not prefix.with_name(prefix.name + ".json").is_file():
         _write_table(rows, prefix)
     return rows
