@@ -19,9 +19,12 @@ __all__ = ["BENCHMARKS", "GPU_BENCHMARKS", "load_benchmark"]
 BENCHMARKS: dict[str, str] = {
     "train_step": "bench.train_step",
     "cka": "bench.cka",
+    "cka_flat": "bench.cka_flat",
     "extract": "bench.extract",
     "scaling": "bench.scaling",
     "app_latency": "bench.app_latency",
+    "whatif": "bench.whatif",
+    "imagenet": "bench.imagenet",
 }
 
 #: The benchmarks ``bench/gpu.sh`` runs on CUDA (they import only the library's core modules).

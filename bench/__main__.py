@@ -7,6 +7,12 @@ Examples
 ``python -m bench --quick --out /tmp/b``     smoke run of all (tiny sizes, not a measurement)
 ``python -m bench cka --device cuda``        on a GPU (result ``bench/results/cka-cuda.json``)
 ``python -m bench report``                   render ``BENCHMARKS.md`` from ``bench/results/*.json``
+``python -m bench cka_flat``                 the long flattened-map CKA comparison alone
+
+A measurement is written only when the machine was quiet (1-minute load average <= ``--max-load``, 1.0, when
+the benchmark started; see :func:`bench.common.busy_reason`); before each benchmark the command waits up to
+``--settle`` seconds for the load to fall below the limit, and skips the benchmark if it does not.
+``--allow-busy`` writes such results anyway, marked busy. Quick runs are exempt (not measurements).
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ import traceback
 from pathlib import Path
 
 from bench import BENCHMARKS, load_benchmark
-from bench.common import RESULTS_DIR, Options, command_line, write_result
+from bench.common import (
+    MAX_LOAD,
+    RESULTS_DIR,
+    BusyMachineError,
+    Options,
+    command_line,
+    load_average_1m,
+    write_result,
+)
 
 REPORT = "report"
 
@@ -48,12 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None, help="report: folder of result files (default --out)")
     p.add_argument("--output", type=Path, default=None, help="report: Markdown file (default BENCHMARKS.md)")
     p.add_argument("--no-report", action="store_true", help="do not render BENCHMARKS.md after running all")
+    p.add_argument("--max-load", type=float, default=MAX_LOAD,
+                   help=f"highest 1-minute load average at which a measurement counts (default {MAX_LOAD:g})")
+    p.add_argument("--settle", type=float, default=180.0,
+                   help="seconds to wait before each benchmark for the load to fall to --max-load (default 180)")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="write results measured on a busy machine (marked busy in the result)")
     g = p.add_argument_group("settings (each overrides the default of the benchmarks that have it)")
     g.add_argument("--repeats", type=int, help="timed repetitions")
     g.add_argument("--warmup", type=int, help="untimed warm-up calls")
     g.add_argument("--batch-size", type=int, help="batch size (train_step, extract, scaling)")
     g.add_argument("--n-images", type=int, help="images (cka)")
-    g.add_argument("--minibatch", type=int, help="minibatch size of the streaming CKA (cka, scaling)")
+    g.add_argument("--n-minibatch", type=int, help="images of the minibatch estimator (cka_flat; default 10000)")
+    g.add_argument("--n-full", type=int, help="images of the full-batch estimators (cka_flat; default 5000)")
+    g.add_argument("--minibatch", type=int, help="minibatch size of the streaming CKA (cka, cka_flat, scaling)")
     g.add_argument("--sizes", type=_int_list, help="image counts, e.g. 1000,2000,5000,10000 (scaling)")
     g.add_argument("--pool", choices=("avg", "max", "flatten", "none"), help="feature reduction (cka, scaling)")
     g.add_argument("--images", choices=("auto", "cifar10", "digits"), help="image source (cka, scaling)")
@@ -65,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_SETTING_KEYS = ("repeats", "warmup", "batch_size", "n_images", "minibatch", "sizes", "pool", "images", "data_root",
+_SETTING_KEYS = ("repeats", "warmup", "batch_size", "n_images", "n_minibatch", "n_full", "minibatch", "sizes", "pool", "images", "data_root",
                  "arch", "teacher", "formats", "page")
 
 
@@ -74,6 +96,22 @@ def render_report(results: Path, output: Path) -> Path:
     from bench.report import write_report
 
     return write_report(results, output)
+
+
+def settled_load(max_load: float, wait_s: float, poll_s: float = 5.0) -> float | None:
+    """Wait up to ``wait_s`` seconds for the 1-minute load average to fall to ``max_load``; return the last
+    reading (None where the platform has no load average)."""
+    deadline = time.monotonic() + max(0.0, wait_s)
+    load = load_average_1m()
+    announced = False
+    while load is not None and load > max_load and time.monotonic() < deadline:
+        if not announced:
+            print(f"[bench] waiting up to {wait_s:.0f} s for the 1-minute load ({load:.2f}) to fall to {max_load:g}",
+                  file=sys.stderr, flush=True)
+            announced = True
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        load = load_average_1m()
+    return load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR
     overrides = {k: getattr(args, k) for k in _SETTING_KEYS if getattr(args, k) is not None}
     opts = Options(quick=args.quick, device=args.device, threads=args.threads or None, out=out,
-                   overrides=overrides, command=command_line() if argv is None else "python -m bench " + " ".join(argv))
+                   overrides=overrides, command=command_line() if argv is None else "python -m bench " + " ".join(argv),
+                   max_load=args.max_load, allow_busy=args.allow_busy)
     failed: list[str] = []
     for name in to_run:
+        if not (args.quick or args.allow_busy):
+            load = settled_load(args.max_load, args.settle)
+            if load is not None and load > args.max_load:
+                print(f"[bench] {name}: not started, the 1-minute load average is {load:.2f} (> {args.max_load:g}) "
+                      f"after waiting {args.settle:.0f} s; pause the other work or pass --allow-busy",
+                      file=sys.stderr, flush=True)
+                failed.append(name)
+                continue
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         try:
@@ -100,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        path = write_result(result, out)
+        try:
+            path = write_result(result, out, max_load=args.max_load, allow_busy=args.allow_busy)
+        except BusyMachineError as exc:
+            print(f"[bench] {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
+            continue
         status = result.get("status", "ok")
         targets = ", ".join(f"{t['name']}: {'PASS' if t['passed'] else 'MISS' if t['passed'] is False else 'n/a'}"
                             for t in result["targets"])

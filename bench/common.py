@@ -15,6 +15,14 @@ Measurement rules used throughout:
   and glibc ``malloc_trim(0)`` so memory freed by earlier calls is not silently reused; on a GPU as
   ``torch.cuda.max_memory_allocated`` above the allocation before the call. ``tracemalloc`` is not used:
   it does not see torch's allocations.
+
+Load guard: every result records the 1-minute load average (``os.getloadavg``) when its benchmark started and
+when it was written, and the git commit with whether the tree was dirty. :func:`write_result` refuses a
+measurement (not a quick smoke run) that started above a 1-minute load of :data:`MAX_LOAD` (1.0), or whose load
+when written exceeds the benchmark's own share (its torch threads, at least the usable cores) plus
+:data:`MAX_LOAD` (something else started during the run), unless told to (``allow_busy``; the result then says
+so). ``python -m bench`` waits for the load to settle below the limit before each benchmark (the previous one's
+own load decays with the 1-minute average's time constant) and does not start one while it stays above.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import torch
 
 __all__ = [
     "REPO_ROOT", "RESULTS_DIR", "Options", "settings_for", "resolve_device", "configure_threads", "machine_info",
+    "MAX_LOAD", "BusyMachineError", "load_average_1m", "busy_reason", "git_state",
     "sync", "time_call", "alternate", "summary", "peak_memory", "MemoryProbe", "new_result", "RunStart",
     "run_start", "target", "check",
     "write_result", "result_path", "default_data_root", "command_line", "column", "table",
@@ -50,6 +59,12 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+MAX_LOAD = 1.0
+"""Highest 1-minute load average at which a measurement may start (``--max-load`` changes it)."""
+
+
+class BusyMachineError(RuntimeError):
+    """A measurement taken on a busy machine, refused by :func:`write_result`."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -75,6 +90,10 @@ class Options:
         Settings given on the command line (only keys a benchmark's ``DEFAULTS`` has are used).
     command : str
         The command line recorded in the result.
+    max_load : float
+        Highest 1-minute load average at which a measurement counts (see :func:`busy_reason`).
+    allow_busy : bool
+        Write results measured above ``max_load`` (recorded as such in the result).
     """
 
     quick: bool = False
@@ -83,6 +102,8 @@ class Options:
     out: Path = RESULTS_DIR
     overrides: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+    max_load: float = MAX_LOAD
+    allow_busy: bool = False
 
 
 def settings_for(defaults: Mapping[str, Any], quick_values: Mapping[str, Any], opts: Options) -> dict[str, Any]:
@@ -151,17 +172,32 @@ def _cpu_model() -> str:
     return found.group(1).strip() if found else (platform.processor() or platform.machine())
 
 
-def _git_commit() -> str | None:
+def git_state() -> dict[str, Any]:
+    """The checkout the numbers come from: ``commit`` (full hash), ``dirty`` (tracked files changed),
+    ``changed`` (``git status --porcelain`` lines, untracked files included, at most 50) and ``label``
+    (short hash, ``+dirty`` when dirty); all None outside a git checkout."""
+    none: dict[str, Any] = {"commit": None, "dirty": None, "changed": None, "label": None}
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10, check=False)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10, check=False)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return none
     if head.returncode != 0:
+        return none
+    lines = [ln for ln in status.stdout.splitlines() if ln.strip()]
+    dirty = any(not ln.startswith("??") for ln in lines)
+    commit = head.stdout.strip()
+    return {"commit": commit, "dirty": dirty, "changed": lines[:50], "label": commit[:7] + ("+dirty" if dirty else "")}
+
+
+def load_average_1m() -> float | None:
+    """The machine's 1-minute load average (``os.getloadavg()[0]``), None where the platform has none."""
+    try:
+        return round(float(os.getloadavg()[0]), 2)
+    except (AttributeError, OSError):
         return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _memory_total_gib() -> float | None:
@@ -181,13 +217,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    git = git_state()
     info: dict[str, Any] = {
         "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_usable": usable,
-        "memory_gib": _memory_total_gib(), "load_avg_1m": round(load[0], 2) if load else None,
+        "memory_gib": _memory_total_gib(), "load_avg_1m": load_average_1m(),
         "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-        "device": str(device), "device_name": device_label(device), "git": _git_commit(),
+        "device": str(device), "device_name": device_label(device), "git": git["label"],
+        "git_commit": git["commit"], "git_dirty": git["dirty"], "git_changed": git["changed"],
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
@@ -457,8 +494,47 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_result(result: Mapping[str, Any], out: Path) -> Path:
-    """Write ``result`` as indented JSON to :func:`result_path` and return the path."""
+def busy_reason(result: Mapping[str, Any], max_load: float = MAX_LOAD, end_load: float | None = None
+                ) -> str | None:
+    """Why ``result`` counts as measured on a busy machine, or None.
+
+    Busy: the 1-minute load average at the start (``machine.load_avg_1m``) was above ``max_load``, or the load
+    when written (``end_load``) exceeds the benchmark's own share (its torch threads, at least the usable
+    cores) plus ``max_load``. Quick (smoke) results are never busy: they are not measurements.
+    """
+    if result.get("quick"):
+        return None
+    machine = result["machine"]
+    start = machine.get("load_avg_1m")
+    if start is not None and start > max_load:
+        return (f"the 1-minute load average was {start:.2f} when {result['benchmark']} started, above "
+                f"{max_load:g}: other work was running")
+    own = max(int(machine.get("torch_threads") or 1), int(machine.get("cpu_usable") or 1))
+    if end_load is not None and end_load > own + max_load:
+        return (f"the 1-minute load average was {end_load:.2f} when {result['benchmark']} finished, above its own "
+                f"share ({own}) + {max_load:g}: other work started during the run")
+    return None
+
+
+def write_result(result: dict[str, Any], out: Path, max_load: float = MAX_LOAD, allow_busy: bool = False,
+                 end_load: float | None = None) -> Path:
+    """Write ``result`` as indented JSON to :func:`result_path` and return the path.
+
+    Records ``result["load"]``: the 1-minute load average at the start and now (``end_load``, default measured
+    now), the limit, the verdict of :func:`busy_reason` and whether a busy result was allowed.
+
+    Raises
+    ------
+    BusyMachineError
+        When :func:`busy_reason` finds the measurement busy and ``allow_busy`` is False (nothing is written).
+    """
+    end = load_average_1m() if end_load is None else end_load
+    reason = busy_reason(result, max_load, end)
+    result["load"] = {"start_1m": result["machine"].get("load_avg_1m"), "end_1m": end, "max_1m": max_load,
+                      "busy": reason, "busy_allowed": bool(allow_busy and reason)}
+    if reason and not allow_busy:
+        raise BusyMachineError(f"not writing the {result['benchmark']} result: {reason}. Pause the other work "
+                               "(or pass --allow-busy to keep a result marked busy)")
     path = result_path(result["benchmark"], result["machine"]["device"], out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.common import configure_threads, device_label, resolve_device, sync
-from bench.train_step import DEFAULTS, FORMATS, VARIANTS, build_steps
+from bench.train_step import DEFAULTS, FORMATS, VARIANTS, build_steps, transplanted_teacher
 
 
 def _self_times(prof: Any, device: torch.device) -> dict[str, float]:
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(s["seed"])
     x = torch.randn(s["batch_size"], 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, s["num_classes"], (s["batch_size"],), generator=gen).to(device)
-    steps, _ = build_steps(s, device, args.format, x, labels)
+    teacher, _ = transplanted_teacher(s["teacher"], s["teacher_weights"], s["num_classes"])
+    steps, _ = build_steps(s, device, args.format, x, labels, teacher)
     print(f"{device_label(device)}, torch {torch.__version__}, {threads} threads, {args.arch} batch "
           f"{args.batch_size}, {args.format}; {args.steps} profiled steps after {args.warmup} warm-ups")
 

@@ -89,11 +89,26 @@ def _table(tab: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _machine_line(m: dict[str, Any]) -> str:
+def _load_text(m: dict[str, Any], load: dict[str, Any]) -> str:
+    text = f"1-min load avg {m.get('load_avg_1m')} at start"
+    if load.get("end_1m") is not None:
+        text += f", {load['end_1m']} when written"
+    if load.get("busy"):
+        text += f" (**busy**, written with --allow-busy: {load['busy']})"
+    return text
+
+
+def _git_text(m: dict[str, Any]) -> str:
+    if m.get("git_commit") is None:
+        return f"git {m.get('git')}"
+    return f"git {m['git_commit'][:10]} ({'dirty tree' if m.get('git_dirty') else 'clean tree'})"
+
+
+def _machine_line(m: dict[str, Any], r: dict[str, Any]) -> str:
     cores = f"{m.get('cpu_usable')} usable of {m.get('cpu_count')} cores"
     parts = [f"{m.get('device_name')}", f"CPU {m.get('cpu')} ({cores})", f"{m.get('memory_gib')} GiB RAM",
              f"torch {m.get('torch')}", f"numpy {m.get('numpy')}", f"{m.get('torch_threads')} torch threads",
-             f"Python {m.get('python')}", f"load avg {m.get('load_avg_1m')} at start", f"git {m.get('git')}"]
+             f"Python {m.get('python')}", _load_text(m, r.get("load") or {}), _git_text(m)]
     if m.get("cuda"):
         parts.insert(1, f"CUDA {m['cuda']}")
     return ", ".join(parts)
@@ -107,7 +122,7 @@ def _section(r: dict[str, Any]) -> list[str]:
     if r.get("status", "ok") != "ok":
         lines += [f"> Status: {_md_cell(str(r['status']))}", ""]
     lines += [f"- Command: `{r.get('command')}` ({r.get('created')}, file `{r['_file']}`)",
-              f"- Machine: {_machine_line(m)}", ""]
+              f"- Machine: {_machine_line(m, r)}", ""]
     if r.get("targets"):
         lines += ["| target | value | threshold | result |", "|---|---:|---:|---|"]
         for t in r["targets"]:
@@ -143,7 +158,7 @@ def render_report(results: list[dict[str, Any]]) -> str:
               "|---|---|---|---:|---:|---|"]
     for r in results:
         dev = r["machine"].get("device_name", "")
-        tag = " (quick)" if r.get("quick") else ""
+        tag = " (quick)" if r.get("quick") else (" (busy machine)" if (r.get("load") or {}).get("busy") else "")
         if not r.get("targets"):
             lines.append(f"| {r['benchmark']}{tag} | {_md_cell(dev)} | – | – | – | {_md_cell(str(r.get('status')))} |")
         for t in r.get("targets", []):
