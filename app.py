@@ -14,6 +14,7 @@ PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("app_pages/ranking.py", title="Channel ranking", icon=":material/sort:"),
     st.Page("app_pages/losses.py", title="Losses and lambdas", icon=":material/tune:"),
+    st.Page("app_pages/whatif.py", title="Try lambdas", icon=":material/science:"),
     st.Page("app_pages/feature_maps.py", title="Feature maps", icon=":material/grid_view:"),
     st.Page("app_pages/similarity.py", title="Similarity", icon=":material/compare:"),
     st.Page("app_pages/cka.py", title="CKA", icon=":material/blur_on:"),

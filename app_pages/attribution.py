@@ -41,7 +41,7 @@ preds = {}
 for key, ref in sel.refs().items():
     preds[key] = cache.run("tffd_viz.features:prediction_summary", ref, sel.batch.images, sel.batch.labels,
                            len(sel.classes))["pred"]
-ds = cache.dataset(sel.batch.dataset, sel.batch.root).split(sel.batch.split)
+ds = cache.batch_split(sel.batch)
 images01 = ds.float01(batch["indices"][list(indices)])
 titles = [f"#{i} · true {sel.classes[int(labels[i])]} · A {sel.classes[int(preds['A'][i])]} · "
           f"B {sel.classes[int(preds['B'][i])]}" for i in indices]

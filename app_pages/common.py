@@ -7,6 +7,7 @@ Pages call :func:`selection` and then only call ``tffd_viz`` through :mod:`app_p
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ import streamlit as st
 import torch
 
 from app_pages import cache
+from tffd_viz import normalisation as tnorm
+from tffd_viz.data import SIZED_DATASETS
 from tffd_viz.errors import TffdVizError
 from tffd_viz.models import MODELS
 
@@ -23,8 +26,10 @@ DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder")
 DEFAULT_A = "digits_resnet8_baseline_s0"
 DEFAULT_B = "digits_resnet8_tffd_s0"
 UPLOAD = "Upload a file ..."
-MAX_UPLOAD_MB = 200
+MAX_UPLOAD_MB = 200  # = server.maxUploadSize of .streamlit/config.toml (tests/test_app_robustness.py checks it)
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_IMAGES_LARGE = 64  # sample batch of 224-pixel images (ImageNet models)
+MAX_IMAGES_LARGE = 256
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,13 @@ def _qp_int(name: str, default: int, lo: int | None = None, hi: int | None = Non
     return value if hi is None else min(hi, value)
 
 
+def checkpoint_folders() -> list[str]:
+    """The shipped ``checkpoints/`` folder, then the folders of ``$TFFD_CHECKPOINTS`` (``os.pathsep``-separated,
+    e.g. ``runs`` with your own ImageNet checkpoints), whose ``*.safetensors`` the model pickers list."""
+    extra = [f for f in os.environ.get("TFFD_CHECKPOINTS", "").split(os.pathsep) if f and os.path.isdir(f)]
+    return [str(cache.CHECKPOINT_DIR), *extra]
+
+
 def resolve_device(choice: str) -> str:
     """``auto`` -> cuda when present; a cuda request without CUDA -> cpu with a warning."""
     has_cuda = torch.cuda.is_available()
@@ -121,6 +133,12 @@ def resolve_device(choice: str) -> str:
         st.sidebar.warning("CUDA is not available on this machine: running on the CPU.")
         return "cpu"
     return choice
+
+
+def upload_limit_caption() -> str:
+    """The line shown under each checkpoint uploader: the limit (``MAX_UPLOAD_MB``, as ``server.maxUploadSize``)."""
+    return (f"Upload limit: {MAX_UPLOAD_MB} MB per file (server.maxUploadSize in .streamlit/config.toml); "
+            f"larger checkpoints go into {cache.CHECKPOINT_DIR.name}/.")
 
 
 def _model_picker(slot: str, shipped: list[tuple[str, dict, str]], default: str, device: str) -> cache.ModelRef | None:
@@ -138,13 +156,16 @@ def _model_picker(slot: str, shipped: list[tuple[str, dict, str]], default: str,
         st.query_params[slot.lower()] = choice
         return cache.ModelRef(sha=sha, device=device, path=path, label=choice)
     up = st.sidebar.file_uploader(f"Checkpoint for model {slot} (.safetensors, .pt, .pth, .pth.tar)",
-                                  key=f"upload-{slot}")
+                                  key=f"upload-{slot}", help=f"At most {MAX_UPLOAD_MB} MB per file.")
+    st.sidebar.caption(upload_limit_caption())
     if up is None:
         st.sidebar.info(f"Upload a checkpoint for model {slot}.")
         return None
     data = up.getvalue()
     if len(data) > MAX_UPLOAD_MB * 2**20:
-        st.sidebar.error(f"{up.name} is {len(data) / 2**20:.0f} MB, over the {MAX_UPLOAD_MB} MB upload limit.")
+        st.sidebar.error(f"{up.name} is {len(data) / 2**20:.0f} MB, over the {MAX_UPLOAD_MB} MB upload limit. Copy "
+                         f"it into {cache.CHECKPOINT_DIR.name}/ beside the app instead (listed with the shipped "
+                         "checkpoints, no size limit).")
         return None
     sha = cache.remember_upload(data)
     with st.sidebar.expander(f"Architecture of {up.name} (if it has no card)"):
@@ -163,7 +184,16 @@ def _loaded_card(ref: cache.ModelRef, slot: str) -> dict | None:
         return None
 
 
-def _dataset_ui(card_a: dict) -> tuple[str, str | None] | None:
+def dataset_image_size(card: dict, name: str) -> int | None:
+    """The image size to load ``name`` at for a model with ``card``: its ``input_size`` where the dataset has
+    sized forms (the lazy image folder at 224 for the torchvision architectures), else None (32x32 in memory)."""
+    size = card.get("input_size")
+    if name in SIZED_DATASETS and isinstance(size, int) and size > 32:
+        return size
+    return None
+
+
+def _dataset_ui(card_a: dict) -> tuple[str, str | None, int | None] | None:
     ds_default = card_a.get("dataset") or "digits"
     ds_default = st.query_params.get("dataset", ds_default)
     index = DATASET_NAMES.index(ds_default) if ds_default in DATASET_NAMES else 0
@@ -175,8 +205,12 @@ def _dataset_ui(card_a: dict) -> tuple[str, str | None] | None:
                                      key="root", help="A folder with the dataset (see README: Data)") or None
         if root:
             st.query_params["root"] = root
+    image_size = dataset_image_size(card_a, name)
+    if (card_a.get("input_size") or 32) > 32 and image_size is None:
+        st.sidebar.warning(f"Model A was made for {card_a['input_size']}-pixel inputs, but {name} loads at 32x32 "
+                           f"only; image folders load at {card_a['input_size']} pixels.")
     try:
-        cache.dataset(name, root)
+        cache.dataset(name, root, image_size)
     except TffdVizError as exc:
         st.error(f"Dataset {name!r} is not available: {exc}")
         if name in ("cifar10", "cifar100"):
@@ -193,7 +227,37 @@ def _dataset_ui(card_a: dict) -> tuple[str, str | None] | None:
                         st.error(f"Download failed: {exc2}")
         return None
     st.query_params["dataset"] = name
-    return name, root
+    return name, root, image_size
+
+
+def _normalisation_ui(slot: str, ref: cache.ModelRef, card: dict, bundle, batch: cache.BatchRef) -> cache.ModelRef:
+    """Say how model ``slot`` normalises its inputs; for card-less files ask (a guess, batch accuracy beside each
+    choice). Returns ``ref`` with the input adapter its statistics need (unchanged when they are the data's)."""
+    if card.get("recognised_as"):
+        st.sidebar.caption(f"Model {slot} recognised as **{card['recognised_as']}**.")
+    if tnorm.card_normalisation(card) is None:
+        accs = cache.run("tffd_viz.normalisation:accuracy_by_normalisation", ref, batch.images, batch.labels,
+                         tuple(bundle.mean), tuple(bundle.std))
+        options = list(accs)
+        wanted = st.query_params.get(f"norm_{slot.lower()}", "dataset")
+        choice = st.sidebar.radio(
+            f"Input normalisation of model {slot} (a guess)", options,
+            index=options.index(wanted) if wanted in options else 0, key=f"norm-{slot}",
+            format_func=lambda c: f"{tnorm.NORMALISATIONS[c]} · {accs[c]:.1f} % on the batch",
+            help="Its file does not say how its inputs were normalised. The accuracy on the sample batch under "
+                 "each choice is beside it: a wrong one usually shows as a much lower accuracy.")
+        st.query_params[f"norm_{slot.lower()}"] = choice
+        st.sidebar.warning(f"Model {slot}: input normalisation is a guess ({tnorm.NORMALISATIONS[choice]}).")
+        norm = tnorm.model_normalisation(card, bundle.mean, bundle.std, guess=choice)
+    else:
+        norm = tnorm.model_normalisation(card, bundle.mean, bundle.std)
+    stats = tnorm.adapter_stats(norm, bundle.mean, bundle.std)
+    if stats is None:
+        return ref
+    if not norm.guessed:
+        st.sidebar.caption(f"Model {slot} normalises its inputs {norm.describe()}, not with the dataset's: "
+                           "it sees the batch re-normalised.")
+    return dataclasses.replace(ref, input_norm=stats)
 
 
 def sidebar() -> Selection | None:
@@ -207,7 +271,7 @@ def sidebar() -> Selection | None:
     device = resolve_device(dev_choice)
     st.sidebar.caption(f"Running on **{device}**" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
 
-    shipped = cache.shipped_checkpoints()
+    shipped = [entry for folder in checkpoint_folders() for entry in cache.shipped_checkpoints(folder)]
     ref_a = _model_picker("A", shipped, DEFAULT_A, device)
     ref_b = _model_picker("B", shipped, DEFAULT_B, device)
     if ref_a is None or ref_b is None:
@@ -219,8 +283,11 @@ def sidebar() -> Selection | None:
     picked = _dataset_ui(card_a)
     if picked is None:
         return None
-    name, root = picked
-    bundle = cache.dataset(name, root)
+    name, root, image_size = picked
+    bundle = cache.dataset(name, root, image_size)
+    if (card_b.get("input_size") or 32) != (card_a.get("input_size") or 32):
+        st.sidebar.warning(f"Model B was made for {card_b.get('input_size') or 32}-pixel inputs, model A for "
+                           f"{card_a.get('input_size') or 32}: both see model A's.")
     for slot, card in (("A", card_a), ("B", card_b)):
         if card.get("in_chans") not in (None, bundle.in_chans) or card.get("num_classes") not in (None, len(bundle.classes)):
             st.error(f"Model {slot} expects {card.get('in_chans')} input channel(s) and {card.get('num_classes')} "
@@ -231,11 +298,23 @@ def sidebar() -> Selection | None:
     split = st.sidebar.radio("Split", ("test", "train"), index=1 if st.query_params.get("split") == "train" else 0,
                              horizontal=True, key="split")
     size = len(bundle.split(split))
-    n_max = min(2048, size)
-    n = st.sidebar.slider("Images", min_value=4, max_value=n_max, value=_qp_int("n", 256, 4, n_max), step=4, key="n")
+    large = image_size is not None  # 224-pixel images: ~50x the memory and compute of 32-pixel ones
+    n_max = min(MAX_IMAGES_LARGE if large else 2048, size)
+    n = st.sidebar.slider("Images", min_value=4, max_value=n_max,
+                          value=_qp_int("n", DEFAULT_IMAGES_LARGE if large else 256, 4, n_max), step=4, key="n",
+                          help=f"{image_size}x{image_size} images are decoded on demand; at most {n_max}."
+                          if large else None)
     seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=_qp_int("seed", 0, 0, 2**31 - 1), key="seed")
     st.query_params.update({"split": split, "n": str(n), "seed": str(int(seed))})
-    sel = Selection(a=ref_a, b=ref_b, batch=cache.BatchRef(name, split, int(n), int(seed), root), device=device,
+    batch_ref = cache.BatchRef(name, split, int(n), int(seed), root, image_size)
+    try:
+        ref_a, ref_b = (_normalisation_ui(slot, ref, card, bundle, batch_ref)
+                        for slot, ref, card in (("A", ref_a, card_a), ("B", ref_b, card_b)))
+    except TffdVizError as exc:
+        st.error(f"Cannot normalise the inputs: {exc}")
+        return None
+    sel = Selection(a=ref_a, b=ref_b, batch=batch_ref,
+                    device=device,
                     classes=tuple(bundle.classes), names={"A": ref_a.label, "B": ref_b.label})
     st.session_state["selection"] = sel
     return sel

@@ -13,6 +13,9 @@ VIEWS = {"paired": "Pairs: each salient channel above its redundant partner",
          "grid": "Grid: every channel, salient half first"}
 PAIRS_PER_ROW = 4
 """Pairs (paired view) or tiles (grid view) per row: readable tiles and labels in a half-width column."""
+TILE_SIDE_LARGE = 56
+"""Largest tile side for 224-pixel models (a ResNet's 56x56 layer1 maps as they are; MobileNetV2's 112x112
+features.1 block-averaged 2x2); the CIFAR zoo's maps are drawn at 32 at most."""
 
 
 
@@ -45,12 +48,14 @@ with c1:
                      key=f"maps-max-{view}")
 with c2:
     batch = cache.batch(sel.batch)
-    split = cache.dataset(sel.batch.dataset, sel.batch.root).split(sel.batch.split)
+    split = cache.batch_split(sel.batch)
     label = sel.classes[int(batch["labels"][image])]
     thumb = split.float01(batch["indices"][image: image + 1])[0]
     st.image(thumb[0].numpy() if thumb.shape[0] == 1 else thumb.permute(1, 2, 0).numpy(), width=128, clamp=True,
              caption=f"{sel.batch.split} image {int(batch['indices'][image])}, label {label}")
 
+# tiles are block-averaged down to this side: 32 for the CIFAR zoo, 56 (a ResNet's layer1 as it is) at 224 pixels
+max_side = TILE_SIDE_LARGE if sel.batch.image_size else 32
 for col, (key, ref) in zip(st.columns(2), refs.items()):
     with col:
         st.markdown(f"**{labels[key]}**")
@@ -68,10 +73,12 @@ for col, (key, ref) in zip(st.columns(2), refs.items()):
         title = f"{key}: {layer}, image {image}"  # short: the figure sits in a half-width column
         if view == "paired":
             fig = cache.run_resource("tffd_viz.plots:paired_maps_figure", maps.numpy(), ranking.order, max_pairs=most,
-                                     cols=PAIRS_PER_ROW, title=title)
+                                     cols=PAIRS_PER_ROW, title=title, max_side=max_side)
         else:
             fig = cache.run_resource("tffd_viz.plots:feature_maps_figure", maps.numpy(), ranking.order,
-                                     max_channels=most, cols=PAIRS_PER_ROW, title=title)
+                                     max_channels=most, cols=PAIRS_PER_ROW, title=title, max_side=max_side)
         show_figure(fig, key=f"maps-{key}", name=f"feature_maps_{layer}_{image}_{key}")
-        st.caption(f"{ranking.channels} channels of {tuple(maps.shape[1:])} pixels; saliency order from all "
-                   f"{sel.batch.n} images of the batch.")
+        shrunk = max(maps.shape[1:]) > max_side
+        st.caption(f"{ranking.channels} channels of {tuple(maps.shape[1:])} pixels"
+                   + (f" (drawn block-averaged to at most {max_side}x{max_side})" if shrunk else "")
+                   + f"; saliency order from all {sel.batch.n} images of the batch.")

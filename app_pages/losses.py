@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
 from app_pages import cache
 from app_pages.common import intro, selection, show_error, show_figure, show_table
+from app_pages.noise import comparison
 from tffd_viz import plots
 from tffd_viz.errors import TffdVizError
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
 from tffd_viz.terms import sweep_table, sweep_value_columns
+from tffd_viz.verdicts import NOISE_SIGMAS, noise_table
 
 LAMBDA_GRID: tuple[float, ...] = (0.0, 1e-4, 2e-4, 5e-4, 8e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5,
                                   1.0, 2.0, 5.0, 10.0)
 GRAD_MAX_IMAGES = 32
+GRAD_MAX_IMAGES_LARGE = 8  # inputs larger than 32x32
 # Figures come from cache.run_resource: built once per input and shared by reference (never mutated here).
 SWEEP_COMMAND = ("tffd-viz sweep --recipe digits --lambda-intra 0,8e-4,1e-2,1e-1,1 --lambda-inter 0,5e-4,1e-2,1e-1,1 "
                  "--seeds 0 --out checkpoints/{dataset}_sweep")
@@ -73,6 +78,27 @@ for key, ref in refs.items():
 if not reports:
     st.stop()
 
+st.subheader("Held-out terms: the whole test split, with their spread")
+try:
+    with st.spinner("Held-out terms of both models (and their other seeds) ..."):
+        comp = comparison(sel)
+except TffdVizError as exc:
+    show_error(exc, "Held-out terms")
+    comp = None
+if comp is not None:
+    held = {labels[key]: comp["measures"][key]["heldout"] for key in ("A", "B")}
+    st.caption(f"Eval mode, {comp['n']} {comp['split']} images in {held[labels['A']]['batches']} batches (each "
+               "ranks its own channels, as training does): mean ± standard deviation over batches, raw next to "
+               "the term divided by the activation energy of the maps it compares, since a smaller activation "
+               "scale alone lowers an MSE. From the cards where they hold them, else computed now. The table "
+               f"sets each difference against the batch-to-batch noise ({NOISE_SIGMAS:g}·√(s_A² + s_B²))"
+               + (" and against the seed-to-seed noise of the shipped seeds." if max(comp["seeds"].values()) >= 2
+                  else "; no second seed is shipped for a seed reference."))
+    for family in ("intra", "inter"):
+        show_figure(cache.run_resource("tffd_viz.noise_plots:heldout_terms_figure", held, family),
+                    key=f"heldout-{family}", name=f"heldout_{family}_terms")
+    show_table(pd.DataFrame(noise_table(comp)), key="heldout-noise", name="heldout_terms_noise")
+
 st.subheader("Unweighted terms on the sample batch")
 log_terms = st.toggle("Logarithmic y axis", value=True, key="losses-log-terms")
 show_figure(cache.run_resource("tffd_viz.plots:terms_bar_figure",
@@ -102,6 +128,8 @@ with c2:
     pairs = [p for p in all_pairs if st.checkbox(p, value=p in want_pairs, key=f"losses-pair-{p}")]
 st.query_params["stages"] = ",".join(stages)
 st.query_params["pairs"] = ",".join(pairs)
+st.page_link("app_pages/whatif.py", label="Try these lambdas, stages and pairs in a short fine-tune (Try lambdas)",
+             icon=":material/science:", query_params=st.query_params.to_dict())
 
 
 def _picked(report) -> tuple[list[str], list[str]]:
@@ -136,8 +164,9 @@ show_table(pd.DataFrame(term_rows), key="terms", name="tffd_terms")
 
 # ------------------------------------------------------------------------------------------------
 st.subheader("Gradient-norm share per stage")
-gn_batch = cache.BatchRef(sel.batch.dataset, sel.batch.split, min(sel.batch.n, GRAD_MAX_IMAGES), sel.batch.seed,
-                          sel.batch.root)
+# one backward pass per term: at 224 pixels (ImageNet models) a pass costs ~50x one at 32, so fewer images
+gn_max = GRAD_MAX_IMAGES if (sel.batch.image_size or 32) <= 32 else GRAD_MAX_IMAGES_LARGE
+gn_batch = dataclasses.replace(sel.batch, n=min(sel.batch.n, gn_max))
 st.caption("L2 norm of the gradient that the CE and each weighted term send to each stage's parameters, as a share "
            "of the stage's column (each column sums to 100 %). One backward pass per term, on "
            + (f"{gn_batch.n} images drawn with the sidebar's seed (the passes are the slow part of this page)."

@@ -7,8 +7,11 @@ import streamlit as st
 
 from app_pages import cache
 from app_pages.common import intro, selection, show_error, show_figure, show_table
+from app_pages.noise import comparison
 from tffd_viz.errors import TffdVizError
+from tffd_viz.normalisation import DATA_COPY_CAVEAT, trained_elsewhere
 from tffd_viz.summary import card_table, config_name, disagreements, seed_groups
+from tffd_viz.verdicts import NOISE_SIGMAS, effect_summary, lambda_text
 
 GALLERY_MAX = 32
 # Figures come from cache.run_resource: built once per input and shared by reference (never mutated here).
@@ -26,6 +29,50 @@ cards = {key: cache.model_card(ref) for key, ref in sel.refs().items()}
 # ------------------------------------------------------------------------------------------------
 st.subheader("Model cards")
 show_table(card_table(cards, names=sel.names), key="cards", name="model_cards")
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("A vs B: what changed, against the noise")
+# 224-pixel models (ImageNet): the whole split is up to 50,000 images, hours on a CPU, so it waits to be asked for
+skip_comparison = bool(sel.batch.image_size) and not st.toggle(
+    f"Measure on the whole {sel.batch.split} split ({len(cache.batch_split(sel.batch))} images of "
+    f"{sel.batch.image_size}x{sel.batch.image_size}; slow on a CPU)", value=False, key="ov-compare-large")
+if skip_comparison:
+    st.caption("Not measured yet: switch it on above. The sample batch below is measured now.")
+try:
+    with st.spinner("Measuring both models (and their other seeds) on the whole test split ..."):
+        comp = None if skip_comparison else comparison(sel)
+except TffdVizError as exc:
+    show_error(exc, "A-vs-B comparison")
+    comp = None
+if comp is not None:
+    seeded = max(comp["seeds"].values()) >= 2
+    noise = (f"the spread over the shipped seeds ({comp['seeds']['A']} of A's configuration, {comp['seeds']['B']} "
+             "of B's)" if seeded else
+             f"the spread over the {comp['measures']['A']['heldout']['batches']} batches of the split "
+             "(no second seed is shipped)")
+    measured = ("" if comp["n_measured"] == comp["n"] else
+                f" (cosines and CKA on its first {comp['n_measured']}, held-out terms from the cards where they "
+                "hold them)")
+    st.caption(f"B: {lambda_text(cards['B'])}. Whole {comp['split']} split ({comp['n']} images{measured}), eval "
+               "mode. A "
+               f"difference is a finding only beyond its noise reference ({NOISE_SIGMAS:g} standard deviations "
+               f"of the difference of two single runs, from {noise}). Every Tf-FD term comes raw and divided "
+               "by the activation energy of the maps it compares: a raw drop with an unchanged scale-free term is "
+               "a drop of activation energy, not mimicry.")
+    st.markdown(f"**Finding.** {effect_summary(comp['rows'])}")
+    if comp["mean_rows"]:
+        st.markdown(f"**Over all shipped seeds** (mean of A's {comp['seeds']['A']} seeds against the mean of B's "
+                    f"{comp['seeds']['B']}, against the noise of a mean): {effect_summary(comp['mean_rows'])}")
+    st.markdown("\n".join(comp["text"]))
+    held = {f"{key} · {sel.label(key)}": comp["measures"][key]["heldout"] for key in ("A", "B")}
+    show_figure(cache.run_resource("tffd_viz.noise_plots:heldout_terms_figure", held, "intra"), key="heldout",
+                name="heldout_intra_terms")
+    show_figure(cache.run_resource("tffd_viz.noise_plots:noise_ratio_figure", comp["rows"]), key="noise-ratio",
+                name="what_changed")
+    show_table(pd.DataFrame(comp["rows"]), key="what-changed", name="what_changed")
+    if comp["mean_rows"]:
+        with st.expander("Over all shipped seeds: mean of A's configuration vs mean of B's"):
+            show_table(pd.DataFrame(comp["mean_rows"]), key="what-changed-means", name="what_changed_seed_means")
 
 # ------------------------------------------------------------------------------------------------
 st.subheader(f"Accuracy on {sel.batch.n} {sel.batch.split} images of {sel.batch.dataset}")
@@ -48,6 +95,9 @@ for col, (key, summary) in zip(cols, summaries.items()):
                   help="Top-1 accuracy recomputed now on the sample batch. "
                        + (f"The card reports {card_acc:.2f} % on the whole test split." if card_acc is not None
                           else "This checkpoint has no accuracy in its card."))
+        if trained_elsewhere(cards[key]):
+            best = cards[key].get("best_acc")
+            st.caption(DATA_COPY_CAVEAT + (f" Its file reports {best:.2f} %." if best is not None else ""))
         show_figure(cache.run_resource("tffd_viz.plots:confusion_figure", summary["confusion"].numpy(),
                                        list(sel.classes), normalize=normalize,
                                        title=f"Confusion matrix, {key}: {sel.label(key)}"),
@@ -60,7 +110,7 @@ dis = disagreements(pred_a, pred_b, labels)
 st.subheader(f"Where A and B disagree ({len(dis)} of {sel.batch.n} images)")
 if len(dis):
     shown = dis[:GALLERY_MAX]
-    split = cache.dataset(sel.batch.dataset, sel.batch.root).split(sel.batch.split)
+    split = cache.batch_split(sel.batch)
     index = cache.batch(sel.batch)["indices"][shown]
     names = sel.classes
     titles = [f"true {names[int(labels[i])]} · A {names[int(pred_a[i])]} · B {names[int(pred_b[i])]}" for i in shown]

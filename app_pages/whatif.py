@@ -41,6 +41,14 @@ def _param_float(name: str, default: float) -> float:
         return default
 
 
+def _param_int(name: str, default: int, lo: int, hi: int) -> int:
+    """An int query parameter clamped to ``[lo, hi]`` (``default`` when absent or not an int)."""
+    try:
+        return min(hi, max(lo, int(st.query_params.get(name, default))))
+    except (TypeError, ValueError):
+        return default
+
+
 def _param_list(name: str, options: list[str]) -> list[str]:
     """The Losses page's convention: absent = all, empty = none, names this model lacks are dropped."""
     return list(options) if name not in st.query_params else [
@@ -55,14 +63,17 @@ li = c1.number_input("λ intra", 0.0, value=_param_float("lambda_intra", default
                      key="whatif-li", help="Default: the Losses page's choice, else model B's card or the paper's.")
 le = c2.number_input("λ inter", 0.0, value=_param_float("lambda_inter", defaults["lambda_inter"]), format="%g",
                      key="whatif-le")
-steps = c3.number_input("Steps per arm", 1, 10000, value=wi.default_steps(sel.batch.dataset), key="whatif-steps")
-heldout_n = c4.number_input("Held-out images", 8, 10000, value=wi.DEFAULT_HELDOUT_N, key="whatif-heldout",
+steps = c3.number_input("Steps per arm", 1, 10000, key="whatif-steps",
+                        value=_param_int("whatif_steps", wi.default_steps(sel.batch.dataset), 1, 10000))
+heldout_n = c4.number_input("Held-out images", 8, 10000, key="whatif-heldout",
+                            value=_param_int("whatif_heldout", wi.DEFAULT_HELDOUT_N, 8, 10000),
                             help="A fixed subset of the test split (all of it when smaller).")
 c1, c2 = st.columns(2)
 stages = c1.multiselect("Stages (intra terms)", taps, default=_param_list("stages", taps), key="whatif-stages")
 pairs = c2.multiselect("Pairs (inter terms)", all_pairs, default=_param_list("pairs", all_pairs), key="whatif-pairs")
 st.query_params.update({"lambda_intra": repr(float(li)), "lambda_inter": repr(float(le)), "stages": ",".join(stages),
-                        "pairs": ",".join(pairs)})
+                        "pairs": ",".join(pairs), "whatif_steps": str(int(steps)),
+                        "whatif_heldout": str(int(heldout_n))})
 config = wi.WhatIfConfig(lambda_intra=float(li), lambda_inter=float(le), stages=tuple(stages),
                       pairs=tuple(tuple(p.split("->")) for p in pairs), steps=int(steps), heldout_n=int(heldout_n))
 try:
@@ -125,7 +136,7 @@ st.subheader("The answer")
 lines = wi.whatif_answer(result).splitlines()[:-1]  # the last line is the command, drawn as code below
 st.markdown("\n".join(f"- {line}" for line in lines))
 st.markdown("Train with these settings for real:")
-st.code(result["command"], language="bash")
+st.code(result["command"], language="bash", wrap_lines=True)
 show_figure(whatif_curves_figure(runner.rows, total_steps=runner.total_steps), key="whatif-curves",
             name="whatif_curves")
 show_figure(whatif_heldout_figure(result), key="whatif-heldout", name="whatif_heldout")

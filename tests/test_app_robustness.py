@@ -137,7 +137,23 @@ def test_oversize_upload_is_refused_before_loading(app_at, assert_app_ok, monkey
     assert not at.exception
     shown = messages(at)
     assert any(f"big.safetensors is {len(big) / 2**20:.0f} MB, over the 1 MB upload limit" in m for m in shown), shown
+    assert any("Copy it into checkpoints/ beside the app instead" in m for m in shown), shown
     assert_usable_again(at, assert_app_ok, b)
+
+
+def test_the_upload_limit_is_stated_beside_the_uploader_and_is_the_servers(app_at):
+    """The limit the app states and enforces is ``server.maxUploadSize`` of .streamlit/config.toml."""
+    import tomllib
+
+    common = pytest.importorskip("app_pages.common")
+    limit = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    assert common.MAX_UPLOAD_MB == limit
+    at = app_at(a=MODEL_A, b=model_b())
+    at.sidebar.selectbox(key="model-B").set_value(UPLOAD).run()
+    assert not at.exception
+    assert at.file_uploader(key="upload-B").proto.help == f"At most {limit} MB per file."
+    captions = [str(c.value) for c in at.sidebar.caption]
+    assert any(c.startswith(f"Upload limit: {limit} MB per file") for c in captions), captions
 
 
 def test_a_valid_upload_loads(app_at, assert_app_ok, tmp_path):

@@ -3,10 +3,13 @@
 One ``streamlit run app.py`` server per module (headless, on a free port of 127.0.0.1, its log in
 ``artifacts/browser/streamlit.log``). Every page that ``app.py`` declares is opened at its URL path with a small
 sample batch (``?n=32``); it must finish its script run, show its own title, draw plotly charts that all hold
-data, and show no exception, no ``st.error`` and no traceback. A full-page screenshot of each page goes to
-``artifacts/browser/<page>.png``. One interaction: the "λ intra" slider of the losses page is moved with the
-keyboard; the page must re-run (the URL and the weighted chart's title follow the new lambda) without an
-exception.
+data (but the placeholders of ``EMPTY_BY_DESIGN``, which show their message), and show no exception, no
+``st.error`` and no traceback. A full-page screenshot of each page goes to ``artifacts/browser/<page>.png``.
+Two interactions: the "λ intra" slider of the losses page is moved with the keyboard; the page must re-run (the
+URL and the weighted chart's title follow the new lambda) without an exception. On the what-if page a small run
+(3 steps, 16 held-out images, set through its query parameters) is started with its Run button; its progress
+must be seen between 0 and 100 % while it runs, then the answer, the train command, its figures and the
+comparison table (screenshot ``artifacts/browser/whatif_run.png``).
 
 Skips when ``/usr/bin/chromium``, Playwright or the shipped checkpoints the default selection needs are absent.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
@@ -45,6 +49,9 @@ RUN_TIMEOUT_MS = 120_000
 """Bound on one page's script run (the first page also imports torch and loads both checkpoints)."""
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16_000
+EMPTY_BY_DESIGN = ("What-if: training curves (press Run)",)
+"""Titles of placeholder charts that hold no data on purpose (their message shows instead): the what-if page's
+curves before its first run."""
 
 APP_IDLE_JS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
@@ -52,11 +59,13 @@ APP_IDLE_JS = """() => {
         && app.getAttribute('data-test-script-state') === 'notRunning'
         && document.querySelector('[data-testid="stStatusWidget"]') === null;
 }"""
-CHARTS_DRAWN_JS = """() => {
+CHARTS_DRAWN_JS = """empty => {
     if (document.querySelector('[data-testid="stException"]') !== null) return true;  // reported by the checks
     const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
     return charts.length > 0 && charts.every(c => c.querySelector(
-        '.js-plotly-plot .main-svg .cartesianlayer g.trace, .js-plotly-plot .main-svg .cartesianlayer image') !== null);
+        '.js-plotly-plot .main-svg .cartesianlayer g.trace, .js-plotly-plot .main-svg .cartesianlayer image') !== null
+        || (c.querySelector('.js-plotly-plot .main-svg') !== null
+            && empty.includes(c.querySelector('.gtitle')?.textContent)));
 }"""
 CHART_SUMMARY_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => {
     const svg = gd.querySelector('.main-svg');
@@ -64,6 +73,7 @@ CHART_SUMMARY_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].ma
     return {
         title: title ? title.textContent : '',
         traces: (gd.data || []).length,
+        notes: [...gd.querySelectorAll('.annotation-text')].map(a => a.textContent),
         drawn: gd.querySelectorAll('.cartesianlayer g.trace, .cartesianlayer image').length,
         width: svg ? svg.getBoundingClientRect().width : 0,
         height: svg ? svg.getBoundingClientRect().height : 0,
@@ -201,7 +211,7 @@ def wait_for_charts(page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     try:
-        page.wait_for_function(CHARTS_DRAWN_JS, timeout=timeout_ms, polling=250)
+        page.wait_for_function(CHARTS_DRAWN_JS, arg=list(EMPTY_BY_DESIGN), timeout=timeout_ms, polling=250)
     except PlaywrightTimeoutError:
         pass
 
@@ -218,17 +228,25 @@ def assert_page_ok(page, what: str) -> list[dict]:
     assert len(charts) >= 1, f"{what}: no plotly chart rendered"
     assert page.locator('[data-testid="stPlotlyChart"]').count() == len(charts), f"{what}: a chart did not render"
     for chart in charts:
-        assert chart["traces"] >= 1 and chart["drawn"] >= 1, f"{what}: empty chart {chart}"
+        if chart["title"] in EMPTY_BY_DESIGN:
+            assert chart["traces"] == 0 and chart["notes"], f"{what}: placeholder without its message {chart}"
+        else:
+            assert chart["traces"] >= 1 and chart["drawn"] >= 1, f"{what}: empty chart {chart}"
         assert chart["width"] > 100 and chart["height"] > 100, f"{what}: chart drawn too small {chart}"
     return charts
 
 
 def save_screenshot(page, name: str) -> Path:
     """Full-page screenshot (the app scrolls inside its main panel, so the viewport is grown to fit it)."""
-    height = min(int(page.evaluate(PAGE_HEIGHT_JS)), MAX_SCREENSHOT_HEIGHT)
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
-    page.wait_for_timeout(500)  # plotly re-lays out its charts on the resize
-    wait_until_idle(page)
+    height = 0
+    for _ in range(3):  # measured again after the resize: a table or chart drawn late adds height
+        measured = min(int(page.evaluate(PAGE_HEIGHT_JS)), MAX_SCREENSHOT_HEIGHT)
+        if measured <= height:
+            break
+        height = measured
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
+        page.wait_for_timeout(500)  # plotly re-lays out its charts on the resize
+        wait_until_idle(page)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
@@ -278,3 +296,101 @@ def test_losses_lambda_slider_reruns_page(page, app_url: str) -> None:
     charts = assert_page_ok(page, "losses after moving λ intra")
     titles = [c["title"] for c in charts]
     assert any(f"λ intra {format_lambda(after)}," in t for t in titles), titles
+
+
+WHATIF_STEPS = 3
+WHATIF_QUERY = {"whatif_model": "A", "lambda_intra": "1.0", "lambda_inter": "0.5", "stages": "layer2,layer3",
+                "pairs": quote("layer1->layer3"), "whatif_steps": str(WHATIF_STEPS), "whatif_heldout": "16"}
+"""The what-if run: model A (digits resnet8), intra on two stages, one inter pair, 3 steps, 16 held-out images."""
+WHATIF_RUN_TIMEOUT_MS = 300_000
+"""Bound on the what-if run (3 arms x 3 steps and 4 held-out evaluations; seconds, minutes on a loaded machine)."""
+WHATIF_RECORD_JS = """() => {
+    // every state the run passes through: the progress bar (value, text) and the live curves' point count
+    const seen = window.__whatif = {progress: [], points: []};
+    const record = () => {
+        const running = document.querySelector('[data-testid="stApp"]')
+            ?.getAttribute('data-test-script-state') === 'running';
+        const bar = document.querySelector('[data-testid="stProgress"] [role="progressbar"]');
+        if (bar !== null) {
+            const value = Number(bar.getAttribute('aria-valuenow'));
+            const text = bar.closest('[data-testid="stProgress"]').innerText.trim();
+            const last = seen.progress[seen.progress.length - 1];
+            if (!last || last.value !== value || last.text !== text) seen.progress.push({value, text, running});
+        }
+        for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+            const title = gd.querySelector('.gtitle');
+            if (!running || !title || title.textContent !== 'What-if: training curves' || !gd.data) continue;
+            const n = gd.data.reduce((s, t) => s + (t.x ? t.x.length : 0), 0);
+            if (seen.points[seen.points.length - 1] !== n) seen.points.push(n);
+        }
+    };
+    new MutationObserver(record).observe(document.body,
+        {subtree: true, childList: true, attributes: true, characterData: true});
+    window.setInterval(record, 100);
+}"""
+WHATIF_DONE_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] h3')]
+    .some(h => h.textContent.trim() === 'The answer')"""
+
+
+def test_whatif_run_shows_progress_and_the_comparison(page, app_url: str) -> None:
+    if not any(p["url_path"] == "whatif" for p in PAGES):
+        pytest.skip("app.py declares no whatif page")
+    open_page(page, app_url, "whatif", **WHATIF_QUERY)
+    assert_page_ok(page, "whatif before the run")
+    inputs = {label: page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+              .input_value() for label in ("Steps per arm", "Held-out images", "λ intra", "λ inter")}
+    assert inputs == {"Steps per arm": "3", "Held-out images": "16", "λ intra": "1", "λ inter": "0.5"}, inputs
+    page.evaluate(WHATIF_RECORD_JS)
+    t0 = time.monotonic()
+    page.locator(".st-key-whatif-start button").click()
+    page.wait_for_function(WHATIF_DONE_JS, timeout=WHATIF_RUN_TIMEOUT_MS, polling=250)
+    wait_until_idle(page, WHATIF_RUN_TIMEOUT_MS)
+    wait_for_charts(page)
+    seconds = time.monotonic() - t0
+    seen = page.evaluate("() => window.__whatif")
+    page.locator('[data-testid="stDataFrame"] table[role="grid"]').wait_for(state="attached")  # drawn last
+    screenshot = save_screenshot(page, "whatif_run")
+    print(f"what-if run in the browser: {seconds:.1f} s; progress {[(s['value'], s['text']) for s in seen['progress']]}"
+          f"; live curve points {seen['points']}")
+
+    # progress: at least one intermediate state while the script ran, then step 3 of 3
+    assert any(0 < s["value"] < 100 and s["running"] for s in seen["progress"]), seen["progress"]
+    values = [s["value"] for s in seen["progress"]]
+    assert values == sorted(values), f"progress went back: {values}"
+    bar = page.locator('[data-testid="stProgress"]')
+    assert bar.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
+    assert bar.inner_text().strip().startswith(f"step {WHATIF_STEPS} of {WHATIF_STEPS} per arm"), bar.inner_text()
+    assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0, "the run stopped early"
+
+    # the answer in words and numbers, the train command, the figures and the comparison table
+    charts = assert_page_ok(page, "whatif after the run")
+    main = page.locator('[data-testid="stMain"]')
+    answer = main.locator('[data-testid="stMarkdownContainer"] li').all_inner_texts()
+    assert answer and answer[0].startswith(f"After {WHATIF_STEPS} steps per arm"), answer
+    assert "λ_intra 1 on layer2, layer3, λ_inter 0.5 on layer1->layer3; held-out: 16 test images" in answer[0]
+    number = r"−?\d+(\.\d+)?(e[+-]\d+)?"  # whatif._fmt: 3 (2 for the noise floor) significant digits
+    for term in ("layer2 intra term", "layer3 intra term", "intra terms, mean over stages", "layer1->layer3 inter term"):
+        line = next((a for a in answer if a.startswith(f"{term} (held-out): control ")), None)
+        assert line is not None, (term, answer)
+        assert re.search(rf"Tf-FD arm {number}.*\(\+?{number} %\), noise floor ±{number} %", line), line
+    assert any(re.fullmatch(rf"accuracy \(held-out\): control {number} %, Tf-FD arm {number} % .*start {number} %", a)
+               for a in answer), answer
+    command = main.locator('[data-testid="stCode"]').inner_text()
+    assert command.startswith("tffd-viz train") and "--stages layer2,layer3" in command, command
+    titles = [c["title"] for c in charts]
+    assert titles.count("What-if: training curves") == 1 and "What-if: held-out terms and accuracy" in titles, titles
+    curves = next(c for c in charts if c["title"] == "What-if: training curves")
+    assert curves["traces"] >= 3 * 4, curves  # 3 arms x (CE, total, 2 intra terms, 1 inter term)
+    table = main.locator('[data-testid="stDataFrame"]')
+    assert table.count() == 1
+    grid = table.locator('table[role="grid"]')  # glide's accessible copy of the canvas
+    headers = [h.strip() for h in grid.locator('th[role="columnheader"]').all_text_contents()]
+    assert {"quantity", "start", "control", "tffd", "control2", "change", "noise", "beyond_noise"} <= set(headers)
+    quantities = [q.strip() for q in grid.locator('td[aria-colindex="1"]').all_text_contents()]
+    taps, pairs = ["layer1", "layer2", "layer3"], ["layer1->layer2", "layer1->layer3", "layer2->layer3"]
+    # whatif.compare_arms: accuracy, then every stage, every pair and their means, raw and relative to the maps
+    raw = [f"intra {t}" for t in [*taps, "mean"]] + [f"inter {p}" for p in [*pairs, "mean"]]
+    expected = ["accuracy", *raw, *[f"{q} (relative)" for q in raw]]
+    assert grid.get_attribute("aria-rowcount") == str(1 + len(expected))
+    assert quantities == expected[:len(quantities)] and len(quantities) >= 8, quantities  # the rows glide drew
+    assert screenshot.stat().st_size > 10_000

@@ -37,7 +37,7 @@ from tffd_viz.checkpoints import (
 from tffd_viz.errors import CheckpointError as ErrorsCheckpointError
 from tffd_viz.models import create_model
 
-SOURCE_KEYS = ["source_format", "source_name", "source_layout", "sha256"]
+SOURCE_KEYS = ["source_format", "source_name", "source_layout", "recognised_as", "sha256"]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -571,3 +571,63 @@ def test_load_on_cuda(tmp_path):
                 assert model(x).shape == (2, 10)
     model, _ = load_checkpoint(torch_bytes(state), device="cuda")
     assert_state_equal(model, state)
+
+
+# ------------------------------------------------------------------------------- strict cards (issue 21)
+def strict_json(text: str | bytes, where: str):
+    """``json.loads`` that refuses the non-JSON constants NaN, Infinity and -Infinity."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{where} holds {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nonfinite_card_figures_are_stored_as_null_with_a_note(tmp_path):
+    card = full_card()
+    card["history"] = [dict(card["history"][0]), dict(card["history"][0], epoch=2, ce=float("nan"),
+                                                      intra={"layer1": float("inf")})]
+    card.update(final_acc=float("-inf"), lambda_inter=np.float32("nan"))
+    path = save_checkpoint(trained_model(in_chans=1), card, tmp_path / "m")
+    for where, text in (("the .json card", path.with_suffix(".json").read_text()),
+                        ("the safetensors metadata", safe_open(str(path), "pt").metadata()["card"])):
+        got = strict_json(text, where)
+        assert got["history"][1]["ce"] is None and got["history"][1]["intra"] == {"layer1": None}, where
+        assert got["final_acc"] is None and got["lambda_inter"] is None, where
+        assert got["history"][0]["ce"] == 1.5 and got["history"][1]["lr"] == 0.1, where  # finite values kept
+        assert got["notes"] == ["an extra key", "lambda_inter was NaN; stored as null",
+                                "final_acc was -inf; stored as null", "history[1].ce was NaN; stored as null",
+                                "history[1].intra.layer1 was inf; stored as null"], where
+    _, loaded = load_checkpoint(path)
+    assert loaded["final_acc"] is None and loaded["history"][1]["ce"] is None
+
+
+def test_a_finite_card_is_written_unchanged_without_notes(tmp_path):
+    card = full_card()
+    del card["notes"]
+    path = save_checkpoint(trained_model(in_chans=1), card, tmp_path / "m")
+    got = strict_json(path.with_suffix(".json").read_text(), "card")
+    assert "notes" not in got and got["history"] == full_card_json()["history"]
+
+
+def test_nonfinite_weights_are_never_written(tmp_path):
+    model = trained_model(in_chans=1)
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[0, 0, 0, 0] = float("nan")
+        model.fc.bias[2] = float("inf")
+    with pytest.raises(CheckpointError, match=r"refusing to write .*m\.safetensors.*2 tensor\(s\): "
+                                              r"layer1\.0\.conv1\.weight \(1 of \d+ values\), fc\.bias \(1 of 10"):
+        save_checkpoint(model, None, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_shipped_card_or_table_holds_nan_or_infinity():
+    folder = Path(__file__).resolve().parents[1] / "checkpoints"
+    texts = [(str(p), p.read_text()) for p in sorted(folder.glob("*.json"))]
+    for p in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(p), "pt") as fh:
+            texts.append((f"{p} metadata", (fh.metadata() or {}).get("card", "{}")))
+    if not texts:
+        pytest.skip(f"no checkpoints shipped in {folder}")
+    for where, text in texts:
+        strict_json(text, where)

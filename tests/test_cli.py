@@ -113,3 +113,36 @@ def test_checkpoints_command_prints_markdown_table(tmp_path, capsys):
     assert len(lines) == 4
     assert lines[2].startswith("| m_s0.safetensors | resnet8 | digits | tffd | 0.1 | 0.1 |") and "| 91.5 |" in lines[2]
     assert "| 92.25 |" in lines[3]
+
+
+# the three commands of issue 21, word for word: each ends at once with exit 2, a message and no file
+ISSUE_21 = {
+    "negative lambda": ("train --recipe digits --method tffd --lambda-intra -1 --epochs 1 --out runs/x",
+                        "tffd-viz train: error: option lambda_intra = -1.0 is not allowed: a finite number >= 0"),
+    "nan lambda": ("train --recipe digits --method tffd --lambda-intra nan --epochs 1 --out runs/y",
+                   "tffd-viz train: error: option lambda_intra = nan is not allowed: a finite number >= 0"),
+    "sweep grid": ("sweep --recipe digits --epochs 1 --lambda-intra 0,-5 --out runs/sw",
+                   "tffd-viz sweep: error: sweep row 3 of 4 (seed=0, layers=all, lambda_intra=-5.0, lambda_inter=0.0): "
+                   "option lambda_intra = -5.0 is not allowed: a finite number >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(ISSUE_21))
+def test_bad_hyper_parameters_exit_2_before_any_work(case, tmp_path, monkeypatch, capsys) -> None:
+    command, message = ISSUE_21[case]
+    monkeypatch.chdir(tmp_path)
+    assert main(command.split()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert list(tmp_path.iterdir()) == []  # nothing written: no runs/, no checkpoint, no table
+
+
+def test_a_diverging_train_command_exits_2_naming_epoch_step_and_term(tmp_path, capsys) -> None:
+    out = tmp_path / "div"
+    code = main(["train", "--recipe", "digits", "--lambda-intra", "1e6", "--epochs", "3", "--limit-train", "256",
+                 "--probe-size", "16", "--threads", "1", "--quiet", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tffd-viz train: error: training diverged at epoch 2 step "), err
+    assert "Usual remedy: lower lambda_intra" in err and f"{str(resume_path(out))!r} (after epoch 1) is kept" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["div.resume.pt"]  # no checkpoint, no card

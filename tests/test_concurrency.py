@@ -4,7 +4,8 @@ The app (``app_pages/cache.py``) keeps one model per checkpoint for every browse
 that model's lock around each library call (taking several locks in one global order, by ``id``).
 Here 6 "sessions" (threads), each with its own batch seed, criterion and layer, run the app's calls
 at once on two shared models through the same locking, and must get exactly the numbers a sequential
-run gets; afterwards each model's state_dict, modes, ``requires_grad`` flags, ``.grad`` and hook
+run gets (and 8 sessions, each on its own page, seed and pair of four models of three architectures, must
+get the numbers and figure JSON each gets alone); afterwards each model's state_dict, modes, ``requires_grad`` flags, ``.grad`` and hook
 dictionaries must be as before (cached models are never mutated).
 """
 
@@ -242,3 +243,238 @@ def test_concurrent_checkpoint_loads_agree():
     for state in loaded:
         for k, v in model.state_dict().items():
             assert torch.equal(state[k], v), k
+
+
+# ------------------------------------------------------------------------------------------------
+# 8 sessions, each on its own page, seed and pair of models (issue 21: under load, the same numbers)
+# ------------------------------------------------------------------------------------------------
+
+#: The shared models of the 8-session test: (architecture, seed); three architectures.
+MODELS_8 = (("resnet8", 0), ("resnet8", 1), ("wrn_16_1", 2), ("resnet14", 3))
+DIGITS = tuple(str(i) for i in range(10))
+
+
+def cached_arch_model(arch: str, seed: int) -> Entry:
+    """Like :func:`cached_model` for any zoo architecture (digits: 10 classes, one input channel)."""
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=10, in_chans=1)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 1, 32, 32))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Entry(model, threading.Lock())
+
+
+def figure_json(fig: Any) -> str:
+    """A plotly figure as the JSON the browser receives (what a user sees, byte for byte)."""
+    return fig.to_json()
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser session: its page, its batch seed and its two models (A, B) with a layer of each."""
+
+    page: str
+    seed: int
+    a: Entry
+    b: Entry
+
+    @property
+    def layers(self) -> tuple[str, str]:
+        from tffd_viz.models import default_taps
+
+        ta, tb = default_taps(self.a.model), default_taps(self.b.model)
+        return ta[self.seed % len(ta)], tb[self.seed % len(tb)]
+
+
+def _page_overview(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.features import prediction_summary
+    from tffd_viz.plots import confusion_figure
+
+    out = {}
+    for key, e in (("A", s.a), ("B", s.b)):
+        summary = locked_call([e], prediction_summary, e.model, images, labels, 10)
+        out[key] = summary
+        out[f"fig {key}"] = figure_json(confusion_figure(summary["confusion"].numpy(), list(DIGITS), normalize=True))
+    return out
+
+
+def _page_losses(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.plots import grad_share_figure, terms_bar_figure
+
+    reports = {k: locked_call([e], tffd_terms_on_batch, e.model, images, labels) for k, e in (("A", s.a), ("B", s.b))}
+    share = locked_call([s.a], gradient_norm_share, s.a.model, images[:8], labels[:8], 8e-4, 5e-4)
+    return {"reports": reports, "share": share,
+            "terms fig": figure_json(terms_bar_figure({k: {"intra": r.intra, "inter": r.inter}
+                                                      for k, r in reports.items()}, log_y=True)),
+            "share fig": figure_json(grad_share_figure(share["norms"], share["terms"], share["groups"]))}
+
+
+def _page_ranking(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.plots import saliency_bars_figure
+
+    la, lb = s.layers
+    ra = locked_call([s.a], lambda: tap_rankings(s.a.model, "tffd", images=images, taps=[la])[la])
+    rb = locked_call([s.b], lambda: tap_rankings(s.b.model, "tffd", images=images, taps=[lb])[lb])
+    scores = locked_call([s.b], lambda: channel_scores("taylor", model=s.b.model, images=images, labels=labels,
+                                                       tap=lb))
+    return {"A": ra, "B": rb, "taylor B": scores,
+            "fig": figure_json(saliency_bars_figure({"A": ra.scores}, tap=la))}
+
+
+def _page_cka(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.plots import cka_grid_figure
+    from tffd_viz.similarity import layer_cka_matrices
+
+    result = locked_call([s.a, s.b], layer_cka_matrices, s.a.model, s.b.model, images)
+    panels = {"A vs A": result["AvA"], "B vs B": result["BvB"], "A vs B": result["AvB"]}
+    return {"panels": panels, "fig": figure_json(cka_grid_figure(panels))}
+
+
+def _page_similarity(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.plots import alignment_figure, cosine_matrix_figure
+    from tffd_viz.similarity import channel_similarity_views, inter_layer_alignments
+
+    la, _ = s.layers
+    view = locked_call([s.a], channel_similarity_views, s.a.model, images, la)
+    align = locked_call([s.b], inter_layer_alignments, s.b.model, images)
+    return {"view": view, "align": align,
+            "cosine fig": figure_json(cosine_matrix_figure(view["cosine"], order=view["order"])),
+            "align fig": figure_json(alignment_figure({"B": align}))}
+
+
+def _page_feature_maps(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.plots import feature_maps_figure
+
+    _, lb = s.layers
+    ranking = locked_call([s.b], lambda: tap_rankings(s.b.model, "tffd", images=images, taps=[lb])[lb])
+    maps = locked_call([s.b], extract_features, s.b.model, images, [lb])[lb][s.seed % len(images)]
+    return {"order": ranking.order, "maps": maps,
+            "fig": figure_json(feature_maps_figure(maps.numpy(), ranking.order, max_channels=16, cols=4))}
+
+
+def _page_embeddings(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.embeddings import layer_embedding, layer_probe_table
+    from tffd_viz.plots import embedding_figure, probe_accuracy_figure
+
+    la, _ = s.layers
+    coords, axes = locked_call([s.a], lambda: layer_embedding(s.a.model, images, la, method="pca", seed=s.seed))
+    table = locked_call([s.b], lambda: layer_probe_table(s.b.model, images, labels, seed=s.seed))
+    return {"coords": coords, "table": table,
+            "emb fig": figure_json(embedding_figure(coords, labels.numpy(), class_names=list(DIGITS),
+                                                    axis_names=tuple(axes))),
+            "probe fig": figure_json(probe_accuracy_figure({"B": table}))}
+
+
+def _page_attribution(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    from tffd_viz.attribution import selected_attribution_maps
+    from tffd_viz.plots import attribution_figure
+
+    la, _ = s.layers
+    indices = [0, 3, 5]
+    cam = locked_call([s.a], lambda: selected_attribution_maps(s.a.model, images, indices, method="gradcam",
+                                                               layer=la))
+    ig = locked_call([s.b], lambda: selected_attribution_maps(s.b.model, images, indices,
+                                                              method="integrated_gradients", n_steps=4))
+    shown = images[indices]
+    images01 = ((shown - shown.min()) / (shown.max() - shown.min())).numpy()
+    return {"gradcam": cam, "ig": ig, "fig": figure_json(attribution_figure(images01, {"A": cam, "B": ig}))}
+
+
+#: Page -> what a session on that page computes and draws (the page's library calls and figures).
+PAGES_8: dict[str, Callable[[Session, torch.Tensor, torch.Tensor], dict[str, Any]]] = {
+    "overview": _page_overview, "losses": _page_losses, "ranking": _page_ranking, "cka": _page_cka,
+    "similarity": _page_similarity, "feature_maps": _page_feature_maps, "embeddings": _page_embeddings,
+    "attribution": _page_attribution,
+}
+
+
+def session_view(s: Session) -> dict[str, Any]:
+    """Everything session ``s`` shows: its page's numbers and figures on its own sample batch."""
+    images, labels = sample_batch("digits", "test", n=24, seed=s.seed)
+    return PAGES_8[s.page](s, images, labels)
+
+
+def test_eight_sessions_on_different_pages_seeds_and_models_see_what_each_sees_alone():
+    entries = [cached_arch_model(arch, seed) for arch, seed in MODELS_8]
+    before = [snapshot(e.model) for e in entries]
+    sessions = [Session(page, 10 + i, entries[i % 4], entries[(i + 1) % 4]) for i, page in enumerate(PAGES_8)]
+    assert len(sessions) == 8
+    alone = [session_view(s) for s in sessions]  # each session run by itself, one after the other
+
+    start = threading.Barrier(len(sessions))
+    results: dict[int, dict[str, Any]] = {}
+    errors: list[tuple[int, BaseException]] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait(timeout=30)
+            results[i] = session_view(sessions[i])
+        except BaseException as exc:  # reported below with its session
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"session-{i}") for i in range(len(sessions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a session hung (deadlock?)"
+    assert not errors, errors
+    for i, s in enumerate(sessions):
+        assert_identical(results[i], alone[i], f"session {i} ({s.page}, seed {s.seed})")
+    for e, snap in zip(entries, before):
+        assert_unchanged(e.model, snap)
+    # the models differ, so what the sessions compare is not the same thing over and over (not vacuous)
+    assert alone[0]["fig A"] != alone[0]["fig B"]
+    assert not np.array_equal(as_comparable(alone[0]["A"]["confusion"]), as_comparable(alone[0]["B"]["confusion"]))
+
+
+def test_two_sessions_run_whatifs_at_once_without_interfering():
+    """Two sessions run what-ifs (tffd_viz.whatif) from one shared model at once while a third keeps using it:
+    each what-if deep-copies the model under its lock (as ``cache.call`` does) and trains only its copies, so
+    each gets the rows of a sequential run and the shared model is untouched."""
+    from tffd_viz.data import load_dataset
+    from tffd_viz.whatif import WhatIf, WhatIfConfig
+
+    shared = cached_model(0)
+    before = snapshot(shared.model)
+    bundle = load_dataset("digits")
+    images, _ = sample_batch("digits", "test", n=16, seed=0)
+    reference = predict_logits(shared.model, images)
+    configs = [WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0, steps=2, heldout_n=32),
+               WhatIfConfig(lambda_intra=0.0, lambda_inter=0.5, steps=2, heldout_n=32, seed=3)]
+
+    def whatif(cfg: WhatIfConfig) -> tuple[list, dict]:
+        w = locked_call([shared], WhatIf, shared.model, bundle, cfg)
+        return list(w.run()), w.result()["end"]
+
+    expected = [whatif(cfg) for cfg in configs]
+    start = threading.Barrier(3)
+    results: dict[int, Any] = {}
+    logits: list[torch.Tensor] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait(timeout=30)
+            if i < len(configs):
+                results[i] = whatif(configs[i])
+            else:
+                logits.extend(locked_call([shared], predict_logits, shared.model, images) for _ in range(5))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"whatif-session-{i}") for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a session hung"
+    assert not errors, errors
+    for i in range(len(configs)):
+        assert_identical(results[i], expected[i], f"what-if session {i}")
+    assert expected[0][0] != expected[1][0]  # the sessions' choices differ, so must their rows
+    assert len(logits) == 5 and all(torch.equal(o, reference) for o in logits)
+    assert_unchanged(shared.model, before)

@@ -3,12 +3,15 @@ each runs top to bottom in QUICK mode (TFFD_QUICK=1) on a CPU within the time bu
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from textwrap import dedent
 from types import ModuleType
 
 import nbformat
@@ -80,6 +83,116 @@ def _plotly_outputs(nb: nbformat.NotebookNode) -> int:
     return count
 
 
+def _output_texts(nb: nbformat.NotebookNode) -> list[str]:
+    """Every printed, markdown and plain-text output of the executed code cells, in order."""
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data", {})
+            texts.append(str(out.get("text", "")) + str(data.get("text/markdown", "")) + str(data.get("text/plain", "")))
+    return texts
+
+
+def _plotly_figures(nb: nbformat.NotebookNode) -> list[dict]:
+    return [out["data"]["application/json"] for c in nb.cells for out in c.get("outputs", [])
+            if isinstance(out.get("data", {}).get("application/json"), dict)
+            and "layout" in out["data"]["application/json"]]
+
+
+TRAINED_PCT = 50.0  # notebook 01's TRAINED: below this top-1 its conclusion cell must not read the numbers
+
+
+def _check_quick_01(nb: nbformat.NotebookNode) -> None:
+    texts = _output_texts(nb)
+    text = "\n".join(texts)
+    assert "Figures are not rendered in QUICK mode" in text
+    assert "= 3.000 x the mean" in text, "the per-family sum is 3x the mean on three stages and three pairs"
+    accs = [float(a) for a in re.findall(r"test top-1 after \d+ epochs = ([\d.]+) %", text)]
+    assert len(accs) == 3, accs
+    conclusion = [t for t in texts if "no conclusion" in t or "A = baseline" in t]
+    assert len(conclusion) == 1, "one conclusion cell"
+    if min(accs) < TRAINED_PCT:  # QUICK trains on 128 images for 2 epochs: nothing may be narrated
+        assert "Trained to chance: no conclusion" in conclusion[0] and "A = baseline" not in conclusion[0]
+    else:
+        assert "A = baseline" in conclusion[0] and "Trained to chance" not in conclusion[0]
+    curves = [f for f in _plotly_figures(nb) if str(f["layout"].get("title", {}).get("text", "")).startswith(
+        "Training curves")]
+    assert len(curves) == 1
+    term_names = [t["name"] for t in curves[0]["data"] if t.get("legend") == "legend2"]
+    assert 0 < len(term_names) <= 6 and max(map(len, term_names)) <= 24, term_names  # one legend, no clipping
+    assert "the index pairing" in text and "‖grad‖ on the salient half" in text
+
+
+def _check_quick_03(nb: nbformat.NotebookNode) -> None:
+    text = "\n".join(_output_texts(nb))
+    assert "Figures are not rendered in QUICK mode" in text
+    if (NB_DIR.parent / "checkpoints" / "digits_resnet8_baseline_s0.safetensors").is_file():
+        assert "model: digits_resnet8_baseline_s0.safetensors" in text, "section 1 measures on the baseline"
+    assert "'layer1.1': ['layer1']" in text, "the alias check ran and found the known alias"
+    assert "raw / energy after" in text
+
+
+def _check_quick_02(nb: nbformat.NotebookNode) -> None:
+    text = "\n".join(_output_texts(nb))
+    assert "× the paper's" in text, "B is labelled with its lambdas and their ratio to the paper's"
+    if (NB_DIR.parent / "checkpoints" / "digits_resnet8_baseline_s1.safetensors").is_file():
+        assert "noise from the seeds" in text, "the shipped seeds give the noise reference"
+    assert "**Finding.**" in text and "Scale-free measures" in text
+    assert "of 3 layers" not in text, "no stage counting whatever the size of the difference"
+    titles = [str(f["layout"].get("title", {}).get("text", "")) for f in _plotly_figures(nb)]
+    assert any(t.startswith("Held-out intra terms") for t in titles)
+    assert any(t.startswith("Paired cosine vs the cosine of random channel pairs") for t in titles)
+    assert any(t.startswith("CKA of the same layer") for t in titles)
+
+
+QUICK_OUTPUT_CHECKS = {
+    "01_tffd_in_ten_minutes.ipynb": _check_quick_01,
+    "02_baseline_vs_tffd.ipynb": _check_quick_02,
+    "03_choosing_layers_and_lambdas.ipynb": _check_quick_03,
+}
+
+
+def _nb03_assignment(name: str) -> object:
+    """The literal assigned to ``name`` in notebook 03's generated code cells."""
+    gen = _generator()
+    for kind, source in gen.NOTEBOOKS["03_choosing_layers_and_lambdas.ipynb"]:
+        if kind != "code":
+            continue
+        for node in ast.walk(ast.parse(dedent(source))):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return ast.literal_eval(node.value)
+    raise AssertionError(f"notebook 03 assigns no {name}")
+
+
+def test_notebook_03_taps_are_not_aliases_of_stage_outputs() -> None:
+    """Section 4's taps hold other tensors than every stage output (``layer1.1`` *is* ``layer1``)."""
+    import torch
+    import torchvision
+
+    from tffd_viz.models import default_taps, extract_taps
+
+    taps = _nb03_assignment("TAPS")
+    pairs = _nb03_assignment("PAIRS")
+    assert all(a in taps and b in taps for a, b in pairs)
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    stages = list(default_taps(net))
+    with torch.no_grad():
+        maps = extract_taps(net, torch.randn(2, 3, 32, 32), stages + list(taps) + ["layer1.1"])
+    assert torch.equal(maps["layer1.1"], maps["layer1"])  # the alias the notebook used to pick
+    for t in taps:
+        assert t not in stages
+        assert not any(maps[s].shape == maps[t].shape and torch.equal(maps[s], maps[t]) for s in stages), t
+
+
+def test_notebook_03_section_1_loads_only_the_baseline() -> None:
+    gen = _generator()
+    cells = [src for kind, src in gen.NOTEBOOKS["03_choosing_layers_and_lambdas.ipynb"] if kind == "code"]
+    first = next(src for src in cells if "share = gradient_norm_share(model" in src)
+    loaded = re.findall(r"digits_resnet8_[\w-]+_s\d", first)
+    assert loaded == ["digits_resnet8_baseline_s0"], loaded
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_top_to_bottom_in_quick_mode(name: str, kernel_env: str) -> None:
@@ -104,6 +217,7 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(name: str, kernel_env: str) -
     assert all(c.execution_count is not None for c in code)
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     assert _plotly_outputs(nb) >= 3, "the figures are plotly figures shown with the json renderer"
+    QUICK_OUTPUT_CHECKS.get(name, lambda _nb: None)(nb)
 
 
 @pytest.mark.slow

@@ -28,11 +28,28 @@ def direct(at, **kw) -> dict:
     return layer_cka_matrices(models[0], models[1], images, **kw)
 
 
+def seed_values(at, **kw) -> dict[str, list[float]]:
+    """Seed-to-seed CKA of every shipped seed of A's and of B's configuration, on the page's images."""
+    from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
+    from tffd_viz.data import sample_batch
+    from tffd_viz.verdicts import seed_cka, seed_siblings
+
+    shipped = list_checkpoints(CHECKPOINTS)
+    images, _ = sample_batch("digits", "test", N_IMAGES, seed=0)
+    out: dict[str, list[float]] = {}
+    for slot in ("A", "B"):
+        card = load_checkpoint(CHECKPOINTS / f"{at.selectbox(key=f'model-{slot}').value}.safetensors")[1]
+        models = [load_checkpoint(p)[0] for p in seed_siblings(card, shipped)]
+        for layer, values in seed_cka(models, images, ["layer1", "layer2", "layer3"], **kw).items():
+            out.setdefault(layer, []).extend(values)
+    return out
+
+
 def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None:
     at = app_at("cka", **DEFAULT_MODELS, cka_n=N_IMAGES)
     assert_app_ok(at)
     charts = chart_specs(at)
-    assert len(charts) == 1 and len(at.dataframe) == 3
+    assert len(charts) == 2 and len(at.dataframe) == 4  # + the seed-to-seed reference and its verdicts
     got = tables(at)
     # default: linear, minibatch (always debiased), minibatch size 256 -> one minibatch of 32 images
     expected = direct(at, kind="linear", estimator="minibatch", batch_size=256)
@@ -43,6 +60,14 @@ def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None
     spec = charts[0]
     np.testing.assert_allclose(plotly_array(spec["data"][0]["z"]), expected["AvA"][0], rtol=0, atol=1e-12)
     assert [t["text"] for t in spec["layout"]["annotations"][:3]] == ["A vs A", "B vs B", "A vs B"]
+    # the A-vs-B diagonal against the CKA between the shipped seeds of A's and B's configurations
+    reference = charts[1]
+    assert [t["name"] for t in reference["data"]] == ["seed to seed", "lowest seed-to-seed", "A vs B"]
+    np.testing.assert_allclose(plotly_array(reference["data"][2]["y"]), np.diag(got["AvB"]), rtol=0, atol=1e-12)
+    seeds = seed_values(at, kind="linear", estimator="minibatch", batch_size=256)
+    np.testing.assert_allclose(plotly_array(reference["data"][1]["y"]), [min(seeds[t]) for t in seeds], atol=1e-12)
+    verdicts = at.dataframe[3].value  # after the three matrices of "Numbers"
+    assert verdicts["item"].tolist() == list(seeds) and verdicts["verdict"].str.len().min() > 0
 
     # RBF has no minibatch form: the page says so and uses the full-batch estimator
     at.radio(key="cka-kind").set_value("rbf").run()

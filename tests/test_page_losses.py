@@ -121,3 +121,28 @@ def test_losses_without_any_term_is_the_plain_cross_entropy(app_at, assert_app_o
     a_trace = next(t for t in bars.data if t.name.startswith("A"))
     assert list(a_trace.y)[1:] == [0.0, 0.0] and a_trace.y[0] == pytest.approx(_report(at.query_params["a"], 16).ce)
     assert next(m.value for m in at.metric if m.label.startswith("A: Tf-FD share")) == "0.00 %"
+
+
+def test_losses_heldout_terms_come_from_the_cards_with_their_batch_noise(app_at, assert_app_ok, chart_figures):
+    import math
+
+    from tffd_viz.verdicts import NOISE_SIGMAS
+
+    at = app_at("losses", n=16)
+    assert_app_ok(at)
+    cards = {slot: load_checkpoint(os.path.join(CKPT, f"{at.query_params[slot.lower()]}.safetensors"))[1]
+             for slot in ("A", "B")}
+    if any("heldout_terms" not in c for c in cards.values()):
+        pytest.skip("the shipped cards hold no heldout_terms yet")
+    held = {slot: c["heldout_terms"] for slot, c in cards.items()}
+    fig = _figure(chart_figures(at), "Held-out intra terms")
+    bars = {(t.name[0], t.xaxis): t for t in fig.data}
+    for slot in ("A", "B"):
+        np.testing.assert_allclose(bars[slot, "x"].y, [held[slot]["intra"][t] for t in bars[slot, "x"].x])
+        np.testing.assert_allclose(bars[slot, "x2"].error_y.array,
+                                   [held[slot]["intra_rel_std"][t] for t in bars[slot, "x2"].x])
+    table = next(d.value for d in at.dataframe if "verdict (batches)" in d.value.columns)
+    row = table.set_index(["quantity", "item"]).loc[("intra term / energy", "layer1")]
+    sa, sb = held["A"]["intra_rel_std"]["layer1"], held["B"]["intra_rel_std"]["layer1"]
+    assert row["batch noise ±"] == pytest.approx(NOISE_SIGMAS * math.hypot(sa, sb))
+    assert row["verdict (batches)"].startswith(("within", "B higher", "B lower"))

@@ -121,3 +121,32 @@ def test_a_valid_upload_is_used_like_a_shipped_checkpoint(app_at, assert_app_ok)
     at.file_uploader(key="upload-A").upload("mine.safetensors", data).run()
     assert_app_ok(at)
     assert _metric(at, "A: mine.safetensors").value == f"{_accuracy_now(name, 16):.2f} %"
+
+
+def test_overview_what_changed_restates_the_heldout_terms_and_writes_the_finding(app_at, assert_app_ok):
+    import math
+    import statistics
+
+    from tffd_viz.verdicts import NOISE_SIGMAS, effect_summary, seed_siblings
+
+    at = app_at(n=16)
+    assert_app_ok(at)
+    table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    rows = table.set_index(["quantity", "item"])
+    shipped = list_checkpoints(CKPT)
+    cards = {slot: load_checkpoint(os.path.join(CKPT, f"{at.query_params[slot.lower()]}.safetensors"))[1]
+             for slot in ("A", "B")}
+    if any("heldout_terms" not in c for c in cards.values()):
+        pytest.skip("the shipped cards hold no heldout_terms yet")
+    seeds = {slot: [load_checkpoint(p)[1]["heldout_terms"] for p in seed_siblings(c, shipped)]
+             for slot, c in cards.items()}
+    for tap in ("layer1", "layer2", "layer3"):
+        row = rows.loc[("intra term / energy", tap)]
+        assert row["A"] == pytest.approx(cards["A"]["heldout_terms"]["intra_rel"][tap])
+        assert row["B"] == pytest.approx(cards["B"]["heldout_terms"]["intra_rel"][tap])
+        if len(seeds["A"]) >= 2 and len(seeds["B"]) >= 2:
+            var = [statistics.variance([h["intra_rel"][tap] for h in seeds[s]]) for s in ("A", "B")]
+            assert row["noise ±"] == pytest.approx(NOISE_SIGMAS * math.sqrt(sum(var)))
+    finding = next(m.value for m in at.markdown if m.value.startswith("**Finding.**"))
+    records = table.astype(object).where(table.notna(), None).to_dict("records")
+    assert finding == f"**Finding.** {effect_summary(records)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
 
 N = 32
@@ -27,7 +28,7 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     assert_app_ok(at)
     assert at.selectbox(key="layer-similarity").value == "layer3"  # the last stage by default
     charts = chart_specs(at)
-    assert len(charts) == 4  # cosine A, cosine B, paired pairs, inter-layer alignment
+    assert len(charts) == 5  # cosine A, cosine B, paired pairs, paired vs random pairs, inter-layer alignment
     paired, alignment = at.dataframe[0].value, at.dataframe[1].value
     assert set(paired["model"].str[0]) == {"A", "B"} and len(paired) == 2 * 32  # 64 channels -> 32 pairs each
 
@@ -46,10 +47,19 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     got = al_a[al_a["pair"] == "layer1->layer3"]["cosine"].to_numpy()
     np.testing.assert_allclose(got, inter_layer_alignment(feats["layer1"], feats["layer3"]).numpy(), rtol=0,
                                atol=1e-6)
+    # paired cosine next to the mean cosine of every pair of distinct channels of the layer
+    reference = next(c for c in charts if c["layout"]["title"]["text"].startswith("Paired cosine vs random"))
+    cos = channel_cosine_matrix(f).double()
+    random_pairs = float((cos.sum() - cos.trace()) / (64 * 63))
+    by_name = {t["name"]: plotly_array(t["y"])[0] for t in reference["data"]}
+    a_label = next(n for n in by_name if n.startswith("A") and n.endswith("random pairs"))
+    assert by_name[a_label] == pytest.approx(random_pairs, abs=1e-6)
+    assert by_name[a_label.replace("random pairs", "salient/redundant pairs")] == pytest.approx(
+        float(paired_channel_cosine(f, order).mean()), abs=1e-6)
 
     at.selectbox(key="layer-similarity").set_value("layer1").run()
     assert_app_ok(at)
-    assert len(at.get("plotly_chart")) == 4 and len(at.dataframe[0].value) == 2 * 8
+    assert len(at.get("plotly_chart")) == 5 and len(at.dataframe[0].value) == 2 * 8
 
     # B switched to A's checkpoint: both halves of the pair table agree
     at.selectbox(key="model-B").set_value(at.selectbox(key="model-A").value).run()

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -27,18 +28,20 @@ from tffd_viz.report import (
     SUMMARY_COLUMNS,
     add_report_arguments,
     card_lambdas,
+    identical_criteria,
     render_html,
     report_sections,
     run_report,
 )
 from tffd_viz.similarity import MinibatchCKA
 from tffd_viz.terms import tffd_terms_on_batch
+from tffd_viz.verdicts import NOISE_SIGMAS, WHAT_CHANGED_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 CKPT = REPO / "checkpoints"
 N = 64
 TAPS = ["layer1", "layer2", "layer3"]
-SECTION_IDS = ["overview", "ranking", "losses", "similarity", "cka", "summary"]
+SECTION_IDS = ["overview", "changed", "ranking", "losses", "similarity", "cka", "summary"]
 PLOTLY_BANNER = "* plotly.js v"
 
 
@@ -84,6 +87,7 @@ def test_sections_come_in_order_with_figures_and_tables(sections: list) -> None:
     assert [s.id for s in sections] == SECTION_IDS == list(SECTIONS)
     assert [s.title for s in sections] == [
         "Overview",
+        "A vs B: what changed",
         "Channel ranking",
         "Losses",
         "Similarity",
@@ -95,17 +99,17 @@ def test_sections_come_in_order_with_figures_and_tables(sections: list) -> None:
         assert s.tables and all(isinstance(t.frame, pd.DataFrame) and len(t.frame) for t in s.tables), s.id
         assert len(s.intro) > 80
     fig_titles = {s.id: [f.layout.title.text for f in s.figures] for s in sections}
-    # overview: two confusion matrices and the training curves from the cards' history
-    assert fig_titles["overview"][0].startswith("Confusion matrix, A") and fig_titles["overview"][
-        1
-    ].startswith("Confusion matrix, B")
-    assert sum(len(f.data) for f in sections[0].figures[2:]) > 0
-    # ranking: one saliency figure per layer with both models, then criteria agreement per model and layer
+    # overview: both models in one figure (per-class errors near 100 %, else both matrices), the training curves
+    assert fig_titles["overview"][0].startswith(("Errors per class", "Confusion matrices"))
+    assert len(sections[0].figures[0].data) == 2
+    assert sum(len(f.data) for f in sections[0].figures[1:]) > 0
+    # ranking: one saliency figure per layer with both models, one criteria heatmap (B's deepest layer)
     assert [t for t in fig_titles["ranking"][:3]] == [f"Channel saliency, sorted — {t}" for t in TAPS]
-    assert sum("Rank agreement" in t for t in fig_titles["ranking"]) == 2 * len(TAPS)
-    assert len(fig_titles["losses"]) == 2
-    assert sum("Channel cosine" in t for t in fig_titles["similarity"]) == 2 * len(TAPS)
-    assert len(fig_titles["cka"]) == 2
+    assert sum("Rank agreement" in t for t in fig_titles["ranking"]) == 1
+    assert fig_titles["losses"][0].startswith("Held-out intra terms") and len(fig_titles["losses"]) == 4
+    assert sum("Channel cosine" in t for t in fig_titles["similarity"]) == 2
+    assert fig_titles["similarity"][0].startswith("Paired cosine vs random channel pairs")
+    assert len(fig_titles["cka"]) == 3 and "seed to seed" in fig_titles["cka"][1]
     cards = sections[0].tables[0].frame
     assert cards.iloc[:, 0].tolist()[0] == "architecture" and cards.shape[1] == 3
     assert sections[-1].tables[0].frame.columns.tolist() == list(SUMMARY_COLUMNS)
@@ -113,7 +117,7 @@ def test_sections_come_in_order_with_figures_and_tables(sections: list) -> None:
 
 def test_saliency_bars_are_sorted_saliency_of_each_model(sections: list, pair: tuple[Path, Path]) -> None:
     images, _ = sample_batch("digits", n=N, seed=0)
-    fig = sections[1].figures[2]  # layer3
+    fig = sections[SECTION_IDS.index("ranking")].figures[2]  # layer3
     for trace, path in zip(fig.data, pair):
         model, _ = load_checkpoint(path)
         with torch.no_grad():
@@ -186,14 +190,66 @@ def test_summary_numbers_equal_direct_library_calls(summary: pd.DataFrame, pair:
 
 
 def test_cka_table_is_the_full_a_vs_b_matrix(sections: list, summary: pd.DataFrame) -> None:
-    table = sections[4].tables[0].frame
+    table = sections[SECTION_IDS.index("cka")].tables[0].frame
     assert table["A layer"].tolist() == TAPS and table.columns.tolist()[1:] == [f"B {t}" for t in TAPS]
     for i, tap in enumerate(TAPS):
         assert table.iloc[i, i + 1] == _value(
             summary, "linear CKA, A layer vs the same B layer", tap, "A vs B"
         )
-    heat = sections[4].figures[0].data[0]
+    heat = sections[SECTION_IDS.index("cka")].figures[0].data[0]
     np.testing.assert_allclose(np.asarray(heat.z, dtype=float), table.iloc[:, 1:].to_numpy(dtype=float))
+
+
+def _seed_cards(stem: str) -> list[dict]:
+    """Cards of every shipped seed of the configuration of checkpoint ``stem`` (``..._s0``)."""
+    return [load_checkpoint(p)[1] for p in sorted(CKPT.glob(f"{stem[:-1]}[0-9].safetensors"))]
+
+
+def test_what_changed_rows_restate_the_heldout_terms_and_the_seed_noise(sections: list, pair) -> None:
+    changed = sections[SECTION_IDS.index("changed")]
+    frame = changed.tables[0].frame
+    assert frame.columns.tolist() == list(WHAT_CHANGED_COLUMNS)
+    rows = frame.set_index(["quantity", "item"])
+    cards = {key: _seed_cards(path.stem) for key, path in zip(("A", "B"), pair)}
+    if len(cards["A"]) < 2 or any("heldout_terms" not in c for c in cards["A"] + cards["B"]):
+        pytest.skip("needs the shipped digits seeds with held-out terms in their cards")
+    for family in ("intra", "intra_rel", "energy"):
+        label = {"intra": "intra term (raw)", "intra_rel": "intra term / energy",
+                 "energy": "activation energy mean(F²)"}[family]
+        for tap in TAPS:
+            a, b = (cards[k][0]["heldout_terms"][family][tap] for k in ("A", "B"))
+            row = rows.loc[(label, tap)]
+            assert row["A"] == pytest.approx(a) and row["B"] == pytest.approx(b)
+            var = [statistics.variance([c["heldout_terms"][family][tap] for c in cards[k]]) for k in ("A", "B")]
+            assert row["noise source"] == "seeds"
+            assert row["noise ±"] == pytest.approx(NOISE_SIGMAS * math.sqrt(sum(var)))
+    # a conclusion exactly where the difference exceeds the noise, and the intro carries only those
+    for (quantity, item), row in rows.iterrows():
+        beyond = abs(row["B − A"]) > row["noise ±"]
+        assert row["verdict"].startswith(("B higher", "B lower", "B's layer departs")) == beyond, (quantity, item)
+        if not beyond:
+            assert f"{quantity}, {item}:" not in changed.intro
+    assert "λ_intra" in changed.intro and "the paper's" in changed.intro
+
+
+def test_a_raw_term_that_falls_with_the_energy_reads_as_a_drop_of_energy(sections: list) -> None:
+    rows = sections[SECTION_IDS.index("changed")].tables[0].frame.set_index(["quantity", "item"])
+    for tap in TAPS:
+        raw, rel = rows.loc[("intra term (raw)", tap)], rows.loc[("intra term / energy", tap)]
+        raw_beyond = abs(raw["B − A"]) > raw["noise ±"]
+        rel_within = abs(rel["B − A"]) <= rel["noise ±"]
+        assert ("drop of activation energy" in raw["verdict"]) == (raw_beyond and rel_within and raw["B − A"] < 0)
+
+
+def test_identical_criteria_share_a_column() -> None:
+    rho = np.array([[1.0, 0.7, 0.7, 0.2], [0.7, 1.0, 1.0, 0.1], [0.7, 1.0, 1.0, 0.1], [0.2, 0.1, 0.1, 1.0]])
+    assert identical_criteria(["tffd", "l1", "mean", "taylor"], rho) == {
+        "tffd": ["tffd"], "l1": ["l1", "mean"], "taylor": ["taylor"]}
+
+
+def test_ranking_table_merges_l1_and_mean_after_relu(sections: list) -> None:
+    table = sections[SECTION_IDS.index("ranking")].tables[0].frame
+    assert "ρ(tffd, l1 = mean)" in table.columns and "ρ(tffd, mean)" not in table.columns
 
 
 def test_card_lambdas_fall_back_to_the_paper() -> None:

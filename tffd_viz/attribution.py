@@ -39,7 +39,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TffdVizError
-from tffd_viz.features import eval_mode
+from tffd_viz.features import GRAD_PASS_PIXELS, batch_slices, eval_mode, pass_batch_size
 from tffd_viz.importance import Criterion, register_criterion
 from tffd_viz.models import resolve_taps
 from tffd_viz.models.taps import _first_tensor
@@ -314,7 +314,7 @@ def integrated_gradients_raw(model: nn.Module, images: Tensor, target: int | Ten
         t = _targets(forward, x, target)
         ig = IntegratedGradients(forward)
         attr = ig.attribute(x, baselines=base, target=t, n_steps=int(n_steps),
-                            internal_batch_size=internal_batch_size)
+                            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS))
     return attr.detach().float().cpu()
 
 
@@ -427,7 +427,8 @@ def layer_conductance_scores(model: nn.Module, images: Tensor, labels: Tensor | 
         t = _targets(forward, x, labels)
         lc = LayerConductance(forward, probe)
         attr = lc.attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=int(n_steps),
-                            method="riemann_trapezoid", internal_batch_size=internal_batch_size)
+                            method="riemann_trapezoid",
+                            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS))
     return _channel_scores(attr, tap)
 
 
@@ -448,7 +449,8 @@ def layer_grad_x_activation_scores(model: nn.Module, images: Tensor, labels: Ten
     with _analysis_mode(model), _layer_probe(model, tap) as probe:
         t = _targets(forward, x, labels)
         gxa = LayerGradientXActivation(forward, probe)
-        attr = gxa.attribute(x.clone().requires_grad_(True), target=t)
+        slices = batch_slices(x.shape[0], pass_batch_size(x, None, GRAD_PASS_PIXELS))  # one pass for 32x32
+        attr = torch.cat([gxa.attribute(x[sl].clone().requires_grad_(True), target=t[sl]) for sl in slices])
     return _channel_scores(attr, tap)
 
 

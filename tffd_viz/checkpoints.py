@@ -28,16 +28,18 @@ anything runs. Loading is strict: missing, unexpected or mis-shaped keys give on
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,9 @@ from torch import nn
 
 from tffd_viz.errors import CheckpointError, TffdVizError
 from tffd_viz.models import MODELS, create_model, model_arch
+from tffd_viz.models.imagenet import imagenet_card_defaults, torchvision_arch
 from tffd_viz.models.vgg import VGG_CONFIGS
+from tffd_viz.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CARD_KEYS",
@@ -63,10 +67,12 @@ __all__ = [
     "WRAPPER_PREFIXES",
     "checkpoint_sha256",
     "empty_card",
+    "finite_card",
     "infer_arch",
     "list_checkpoints",
     "load_checkpoint",
     "read_card",
+    "recognised_as",
     "save_checkpoint",
 ]
 
@@ -80,7 +86,7 @@ CARD_KEYS: tuple[str, ...] = (
     "versions", "history",
 )
 #: Keys describing where a loaded checkpoint came from; set on load, never written by save.
-SOURCE_KEYS: tuple[str, ...] = ("source_format", "source_name", "source_layout", "sha256")
+SOURCE_KEYS: tuple[str, ...] = ("source_format", "source_name", "source_layout", "recognised_as", "sha256")
 #: Value of the safetensors metadata key ``"format"`` written by :func:`save_checkpoint`.
 FORMAT_TAG = "tffd-viz/1"
 
@@ -127,6 +133,36 @@ def _json_ready(value: Any, where: str = "card") -> Any:
     if isinstance(value, (os.PathLike, torch.device, torch.dtype, np.dtype)):
         return str(value)
     raise CheckpointError(f"{where} holds a {type(value).__name__} ({value!r:.60}), which has no JSON form")
+
+
+def _nonfinite_word(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def finite_card(card: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a JSON-ready card with every NaN / inf number replaced by ``None`` and a note per place.
+
+    Cards are written with ``json.dumps(..., allow_nan=False)`` (``NaN`` is not JSON). Each replaced value adds
+    ``"<where> was NaN; stored as null"`` to ``card["notes"]`` (a list; an existing string note is kept first),
+    ``<where>`` written as ``history[3].intra.layer1``.
+    """
+    notes: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} was {_nonfinite_word(value)}; stored as null")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    out = clean(dict(card), "")
+    if notes:
+        old = out.get("notes")
+        out["notes"] = ([] if old is None else list(old) if isinstance(old, list) else [old]) + notes
+    return out
 
 
 def _normalised_card(card: Mapping[str, Any] | None, where: str = "card") -> dict[str, Any]:
@@ -486,11 +522,19 @@ def _stripped(keys: list[str]) -> dict[str, str]:
 class Layout:
     """A key layout of some code base: ``(regex, replacement)`` rules that map its names onto the zoo's.
 
-    Every rule is applied (``re.sub``) to every key, in order.
+    Every rule is applied (``re.sub``) to every key, in order. A layout of a published model zoo also
+    says where it comes from (``source``), which keys mark it (``signature``, on the keys with wrapper
+    prefixes stripped: the layout is tried only when it returns true), which models the zoo publishes
+    (``published``: zoo arch -> name) and what their cards imply (``cards``: class count -> card
+    entries such as ``dataset``, ``mean``, ``std``, filled where a file's card leaves them empty).
     """
 
     name: str
     rules: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+    signature: Callable[[Collection[str]], bool] | None = None
+    published: Mapping[str, str] = field(default_factory=dict)
+    cards: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
     def renamed(self, key: str) -> str:
         """Return ``key`` in zoo names."""
@@ -499,18 +543,130 @@ class Layout:
         return key
 
 
+def _akamaster_signature(keys: Collection[str]) -> bool:
+    """A three-stage CIFAR ResNet with a ``linear`` head and no shortcut weights (option A)."""
+    return (("linear.weight" in keys or "compressible_linear.weight" in keys)
+            and any(k.startswith("layer3.") for k in keys) and not any(k.startswith("layer4.") for k in keys)
+            and not any(".shortcut." in k or ".downsample." in k for k in keys))
+
+
+def _chenyaofo_vgg_signature(keys: Collection[str]) -> bool:
+    """``features.<i>`` convolutions and a ``classifier.0/3/6`` three-layer head."""
+    return all(k in keys for k in ("features.0.weight", "classifier.0.weight", "classifier.3.weight",
+                                   "classifier.6.weight"))
+
+
 #: Key layouts tried in order; the first whose renamed keys fit the target model exactly is used.
+#: Layouts of published zoos come first: their signatures make them apply only to files they mark.
 LAYOUTS: dict[str, Layout] = {
+    # akamaster/pytorch_resnet_cifar10: option-A ResNets, `linear` head (`compressible_*` in later revisions).
+    "akamaster": Layout(
+        "akamaster", ((r"(^|\.)compressible_", r"\1"), (r"^linear\.", "fc.")),
+        source="akamaster/pytorch_resnet_cifar10", signature=_akamaster_signature,
+        published={f"resnet{d}_a": f"option-A ResNet-{d}" for d in (20, 32, 44, 56, 110, 1202)},
+        cards={10: {"dataset": "cifar10", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}),
+    # chenyaofo/pytorch-cifar-models BN-VGGs (its ResNets have the zoo's own names: "zoo" loads them).
+    "chenyaofo-vgg": Layout(
+        "chenyaofo-vgg", source="chenyaofo/pytorch-cifar-models", signature=_chenyaofo_vgg_signature,
+        published={f"cifar_vgg{d}_bn": f"BN-VGG-{d}" for d in (11, 13, 16, 19)},
+        cards={10: {"dataset": "cifar10"}, 100: {"dataset": "cifar100"}}),
     "zoo": Layout("zoo"),
     # Tf-FD authors' code (network.py): res1..3 stages of `resblock`s with a `ds` shortcut.
     "tffd-reference": Layout("tffd-reference", ((r"^res([1-3])\.", r"layer\1."), (r"\.ds\.", ".downsample."))),
 }
 
 
-def _layout_keys(layout: Layout, keys: list[str]) -> dict[str, str] | None:
-    """Return ``zoo key -> checkpoint key`` under ``layout``, or None when two keys collide."""
+def _layout_keys(layout: Layout, keys: list[str], signed: bool = True) -> dict[str, str] | None:
+    """Return ``zoo key -> checkpoint key`` under ``layout``, or None when two keys collide or (``signed``)
+    the keys lack the layout's signature."""
+    if signed and layout.signature is not None and not layout.signature(set(keys)):
+        return None
     mapping = {layout.renamed(k): k for k in keys}
     return mapping if len(mapping) == len(keys) else None
+
+
+# ------------------------------------------------------------------------------ published model zoos
+@functools.lru_cache(maxsize=64)
+def _expected_shapes(arch: str, num_classes: int, in_chans: int) -> Shapes:
+    """Return the state_dict shapes of a zoo model, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = create_model(arch, num_classes=num_classes, in_chans=in_chans)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _published_title(layout: Layout, arch: str) -> str:
+    return f"{layout.published[arch]} ({arch}) of {layout.source}"
+
+
+def _class_note(layout: Layout, arch: str, num_classes: int) -> str:
+    """``"looks like <model> but has N classes (its models have ...)"``."""
+    published = " or ".join(str(c) for c in sorted(layout.cards))
+    return f"looks like {_published_title(layout, arch)} but has {num_classes} classes (its models have {published})"
+
+
+def _closest_known(shapes: Shapes, within: int | None = None) -> str:
+    """Say which published model of a known zoo (:data:`LAYOUTS` with ``published``) the raw ``shapes``
+    are closest to, and what differs; ``""`` when none is as close as ``within`` missing/unexpected/mis-shaped
+    keys or shares no key with them.
+
+    Every published model of every class count is compared (signatures ignored: an extra shortcut weight
+    should still find its zoo). Differences only in the classifier's rows say "but has N classes".
+    """
+    stripped = _stripped(list(shapes))
+    base = {stripped[k]: s for k, s in shapes.items()}
+    best: tuple[int, Layout, str, int, _Fit] | None = None
+    for layout in LAYOUTS.values():
+        mapping = _layout_keys(layout, list(base), signed=False) if layout.published else None
+        if mapping is None:
+            continue
+        renamed = {new: base[old] for new, old in mapping.items()}
+        in_chans = _inferred_in_chans(renamed) or 3
+        for arch in layout.published:
+            for classes in sorted(layout.cards):
+                fit = _fit(renamed, _expected_shapes(arch, classes, in_chans))
+                shared = len(renamed) - len(fit.unexpected)
+                if shared and (best is None or fit.problems < best[0]):
+                    best = (fit.problems, layout, arch, classes, fit)
+    if best is None or (within is not None and best[0] > within):
+        return ""
+    _, layout, arch, _, fit = best
+    renamed_classes = _inferred_num_classes({layout.renamed(k): v for k, v in base.items()})
+    heads = {k.rsplit(".", 1)[0] for k in _CLASSIFIER_KEYS}
+    only_head = (not fit.missing and not fit.unexpected
+                 and all(k.rsplit(".", 1)[0] in heads and tuple(a)[1:] == tuple(b)[1:]
+                         for k, a, b in fit.mismatched))
+    if only_head and renamed_classes is not None:
+        return f"; closest known layout: {_class_note(layout, arch, renamed_classes)}"
+    return f"; closest known layout: {_published_title(layout, arch)}, which differs by {fit.describe()}"
+
+
+def recognised_as(card: Mapping[str, Any]) -> str | None:
+    """Return what a loaded checkpoint was recognised as, e.g. ``"option-A ResNet-20 (resnet20_a) of
+    akamaster/pytorch_resnet_cifar10"``, or None for files of no published zoo (the project's own included)."""
+    layout = LAYOUTS.get(str(card.get("source_layout")))
+    if layout is None or card.get("arch") not in layout.published or card.get("num_classes") not in layout.cards:
+        return None
+    return _published_title(layout, str(card["arch"]))
+
+
+def _with_layout_card(card: dict[str, Any], layout_name: str, label: str) -> dict[str, Any]:
+    """Return ``card`` with the entries a published zoo implies (``dataset``, ``mean``, ``std``) filled where it
+    leaves them empty; a file in such a zoo's key layout that is none of its published models gets nothing
+    filled (its preprocessing is not known) and a warning saying so."""
+    layout = LAYOUTS.get(layout_name)
+    if layout is None or not layout.published:
+        return card
+    arch, classes = card.get("arch"), card.get("num_classes")
+    if arch not in layout.published or classes not in layout.cards:
+        what = (_class_note(layout, arch, classes) if arch in layout.published
+                else f"has the key layout of {layout.source} but is {arch}, none of its published models")
+        warnings.warn(f"{label} {what}; its preprocessing is not known, so the card says none", UserWarning,
+                      stacklevel=3)
+        return card
+    for key, value in layout.cards[classes].items():
+        if card.get(key) is None:
+            card[key] = value
+    return card
 
 
 # ------------------------------------------------------------------------------------ arch inference
@@ -555,14 +711,36 @@ def _vgg_arch(shapes: Shapes) -> str | None:
     raise CheckpointError(f"the weights look like a VGG with {counts} convolutions per block, which no zoo VGG has")
 
 
+def _resnet_a_arch(shapes: Shapes) -> str | None:
+    """A three-stage CIFAR ResNet whose widening blocks have no shortcut weights: option A (``resnetN_a``)."""
+    widening = shapes.get("layer2.0.conv1.weight", ())
+    if ("conv1.weight" not in shapes or len(widening) != 4 or widening[0] == widening[1]
+            or _indices(shapes, "layer4.") or any(".downsample." in k for k in shapes)):
+        return None
+    blocks, stem = len(_indices(shapes, "layer1.")), shapes["conv1.weight"][0]
+    name = f"resnet{6 * blocks + 2}" + ("" if stem == 16 else f"w{stem}") + "_a"
+    return _zoo_name(name, f"an option-A CIFAR ResNet with {blocks} blocks per stage and a stem of width {stem}")
+
+
+def _vgg_bn_arch(shapes: Shapes) -> str | None:
+    """A CIFAR BN-VGG with a 512-512-classes head (``cifar_vggN_bn``, N = convolutions + 3)."""
+    if "features.0.weight" not in shapes or tuple(shapes.get("classifier.0.weight", ())) != (512, 512):
+        return None
+    convs = sum(1 for k, s in shapes.items() if re.fullmatch(r"features\.\d+\.weight", k) and len(s) == 4)
+    return _zoo_name(f"cifar_vgg{convs + 3}_bn", f"a CIFAR BN-VGG with {convs} convolutions and a 3-layer head")
+
+
 # Family -> rule returning the zoo name (None when the keys are not of that family), tried in order.
 _ARCH_RULES: dict[str, Callable[[Shapes], str | None]] = {
+    "torchvision": torchvision_arch,  # before "resnet": torchvision ResNets have conv1 and layer1 too
+    "resnet_a": _resnet_a_arch,  # before "resnet": the same keys, less the shortcut weights
     "resnet": _resnet_arch,
     "wrn": _wrn_arch,
     "vgg": _vgg_arch,
+    "vgg_bn": _vgg_bn_arch,
 }
-_CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "linear.weight")
-_STEM_KEYS = ("conv1.weight", "block0.0.weight")
+_CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "linear.weight", "classifier.1.weight", "classifier.6.weight")
+_STEM_KEYS = ("conv1.weight", "block0.0.weight", "features.0.0.weight", "features.0.weight")
 
 
 def _inferred_num_classes(shapes: Shapes) -> int | None:
@@ -784,7 +962,8 @@ def _plan(raw: _Raw, arch: str | None, num_classes: int | None, card: Mapping[st
             if target.origin["arch"] != "the checkpoint's metadata":
                 break
     if not plans:
-        raise CheckpointError(f"cannot load {label}: {errors[0] if errors else 'no layout fits its keys'}")
+        raise CheckpointError(f"cannot load {label}: {errors[0] if errors else 'no layout fits its keys'}"
+                              + _closest_known(raw.shapes))
     best = min(plans, key=lambda p: p.fit.problems)
     hint = ""
     try:
@@ -796,6 +975,7 @@ def _plan(raw: _Raw, arch: str | None, num_classes: int | None, card: Mapping[st
         pass
     raise CheckpointError(
         f"checkpoint {label} does not fit {best.target.describe()}: {best.fit.describe()}{hint}"
+        + _closest_known(raw.shapes, within=best.fit.problems)
     )
 
 
@@ -830,13 +1010,19 @@ def _resolved_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _check_finite(state: Mapping[str, torch.Tensor], label: str, allow: bool) -> None:
-    """Raise (or warn, when ``allow``) naming the floating-point tensors that hold NaN or Inf."""
+def _nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """``"name (k of n values)"`` for each floating-point tensor of ``state`` holding NaN or Inf."""
     bad = []
     for name, tensor in state.items():
         if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
             count = int((~torch.isfinite(tensor)).sum())
             bad.append(f"{name} ({count} of {tensor.numel()} values)")
+    return bad
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], label: str, allow: bool) -> None:
+    """Raise (or warn, when ``allow``) naming the floating-point tensors that hold NaN or Inf."""
+    bad = _nonfinite_tensors(state)
     if not bad:
         return
     message = (f"checkpoint {label} has NaN/Inf values in {len(bad)} tensor(s): "
@@ -850,6 +1036,7 @@ def _check_finite(state: Mapping[str, torch.Tensor], label: str, allow: bool) ->
 def _with_source(card: dict[str, Any], raw: _Raw, blob: _Blob, layout: str | None) -> dict[str, Any]:
     """Return ``card`` with the :data:`SOURCE_KEYS` of ``blob`` set (after the card keys)."""
     card.update(source_format=raw.fmt, source_name=blob.name, source_layout=layout,
+                recognised_as=recognised_as({**card, "source_layout": layout}),
                 sha256=hashlib.sha256(blob.data).hexdigest())
     return card
 
@@ -892,11 +1079,15 @@ def load_checkpoint(
     Returns
     -------
     model : ZooModel
-        In eval mode on ``device``; maps ``(N, in_chans, 32, 32)`` to ``(N, num_classes)`` logits.
+        In eval mode on ``device``; maps ``(N, in_chans, S, S)`` to ``(N, num_classes)`` logits (``S`` the
+        card's ``input_size``: 32 for the CIFAR zoo (no entry), 224 for torchvision's resnet18/34/50 and mobilenet_v2).
     card : dict
         Every key of :data:`CARD_KEYS` (``None`` where unknown; ``arch``, ``num_classes`` and
         ``in_chans`` those of ``model``), then ``source_format``, ``source_name`` (file name or None),
-        ``source_layout`` (key layout used, see :data:`LAYOUTS`) and ``sha256`` of the bytes.
+        ``source_layout`` (key layout used, see :data:`LAYOUTS`), ``recognised_as`` (the published model
+        of a known zoo it was recognised as, see :func:`recognised_as`, else None) and ``sha256`` of the
+        bytes. A published zoo's preprocessing (``dataset``, ``mean``, ``std``) fills the card where empty. Entries the
+        ImageNet architectures imply are filled where the card leaves them empty: ``input_size``, ``dataset`` (``imagefolder``), ImageNet ``mean``/``std`` and ``transform``.
 
     Raises
     ------
@@ -921,7 +1112,22 @@ def load_checkpoint(
     model.to(dev).eval()
     card = _with_meta(stored, raw.meta)
     card.update(arch=plan.target.arch, num_classes=plan.target.num_classes, in_chans=plan.target.in_chans)
-    return model, _with_source(card, raw, blob, plan.layout)
+    card = _with_layout_card(card, plan.layout, blob.label)
+    return model, _with_source(_with_arch_defaults(card), raw, blob, plan.layout)
+
+
+def _with_arch_defaults(card: dict[str, Any]) -> dict[str, Any]:
+    """Return ``card`` with the entries an ImageNet architecture implies (``input_size`` 224, ImageNet mean/std,
+    the evaluation transform, ``dataset: imagefolder``) filled where it leaves them empty; other cards as they
+    are (their input size is 32 when the card names none). A card naming another ``input_size`` (e.g. a ResNet-18
+    trained on 32-pixel CIFAR) is left as it is."""
+    defaults = imagenet_card_defaults(str(card.get("arch")))
+    if card.get("input_size") not in (None, defaults.get("input_size")):
+        return card
+    for key, value in defaults.items():
+        if card.get(key) is None:
+            card[key] = value
+    return card
 
 
 def read_card(source: Source) -> dict[str, Any]:
@@ -956,7 +1162,8 @@ def read_card(source: Source) -> dict[str, Any]:
     for key, value in zip(("arch", "num_classes", "in_chans"), inferred):
         if card.get(key) is None:
             card[key] = value
-    return _with_source(card, raw, blob, layout)
+    card = _with_layout_card(card, layout or "", blob.label)
+    return _with_source(_with_arch_defaults(card), raw, blob, layout)
 
 
 def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
@@ -1010,13 +1217,14 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any] | None, path: str 
     -------
     Path
         The ``.safetensors`` file written. Its metadata holds ``"card"`` (the JSON card) and
-        ``"format"`` (:data:`FORMAT_TAG`); tensors are stored contiguous, from the CPU.
+        ``"format"`` (:data:`FORMAT_TAG`); tensors are stored contiguous, from the CPU. Both cards are strict
+        JSON (``allow_nan=False``): a NaN / inf figure is stored as ``null`` with a note (:func:`finite_card`).
 
     Raises
     ------
     CheckpointError
         When the card contradicts the model (``arch``, ``num_classes``, ``in_chans``) or holds a value
-        with no JSON form.
+        with no JSON form, or the model's weights hold NaN / inf (nothing is written).
     """
     target = _safetensors_path(Path(path).expanduser())
     out = _normalised_card(card)
@@ -1035,10 +1243,15 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any] | None, path: str 
                 "refusing to write a card that misdescribes its weights"
             )
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    text = json.dumps(out)
+    bad = _nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(f"refusing to write {str(target)!r}: the model has NaN/Inf values in {len(bad)} "
+                              "tensor(s): " + ", ".join(bad[:_MAX_LISTED]) + (", ..." if len(bad) > _MAX_LISTED else ""))
+    out = finite_card(out)
+    text = json.dumps(out, allow_nan=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(target, lambda tmp: safetensors_save_file(
         tensors, str(tmp), metadata={"card": text, "format": FORMAT_TAG}))
     _write_atomically(target.with_suffix(".json"),
-                      lambda tmp: tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8"))
+                      lambda tmp: tmp.write_text(json.dumps(out, indent=2, allow_nan=False) + "\n", encoding="utf-8"))
     return target

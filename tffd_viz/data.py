@@ -12,6 +12,10 @@ for in this order: ``<root>/cifar-10-batches-py`` (``cifar-100-python``, torchvi
 ``<root>/cifar10.zip`` (``cifar100.zip``, then ``cifar100-jpeg.npz``). Decoded JPEG trees are
 cached as ``.npz`` under ``$TFFD_CACHE`` (default ``~/.cache/tffd_viz``) so a second load takes
 about a second.
+
+At a larger ``image_size`` (224 for the torchvision architectures) the ``imagefolder`` dataset is not held
+in memory: :mod:`tffd_viz.imagefolder` lists the files and decodes only the images asked for, with
+torchvision's evaluation transform and ImageNet's mean/std (``val/`` is accepted beside ``test/``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from torch.utils.data import Dataset
 from tffd_viz.errors import DataError
 
 __all__ = [
-    "DATASETS", "ImageDataset", "DatasetBundle", "load_dataset", "sample_batch", "sample_indices",
+    "DATASETS", "SIZED_DATASETS", "ImageDataset", "DatasetBundle", "load_dataset", "sample_batch", "sample_indices",
     "default_data_root", "images_from_files", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
 ]
 
@@ -430,13 +434,37 @@ DATASETS: dict[str, Callable[[str | None, bool], DatasetBundle]] = {
 }
 
 
+def _load_lazy_imagefolder(root: str | None, image_size: int) -> DatasetBundle:
+    from tffd_viz.imagefolder import lazy_imagefolder
+
+    if root is None:
+        raise DataError("the imagefolder dataset needs root=<folder with train/<class>/* and test/<class>/*>")
+    parts = lazy_imagefolder(root, image_size)
+    return DatasetBundle(name="imagefolder", train=parts["train"], test=parts["test"], classes=parts["classes"],
+                         mean=parts["mean"], std=parts["std"], in_chans=3, source=parts["source"],
+                         extra=parts["extra"])
+
+
+#: Datasets that load at other image sizes than 32: name -> loader(root, image_size), decoded lazily.
+SIZED_DATASETS: dict[str, Callable[[str | None, int], DatasetBundle]] = {
+    "imagefolder": _load_lazy_imagefolder,
+}
+
+
 @lru_cache(maxsize=6)
-def _load_cached(name: str, root: str | None, download: bool, data_env: str | None = None) -> DatasetBundle:
+def _load_cached(name: str, root: str | None, download: bool, data_env: str | None = None,
+                 image_size: int | None = None) -> DatasetBundle:
     # data_env ($TFFD_DATA) only keys the cache: root=None resolves through it at load time
+    if image_size not in (None, IMAGE_SIZE):
+        if name not in SIZED_DATASETS:
+            raise DataError(f"dataset {name!r} loads at {IMAGE_SIZE}x{IMAGE_SIZE} only, not at image_size="
+                            f"{image_size}; datasets at other sizes: {sorted(SIZED_DATASETS)}")
+        return SIZED_DATASETS[name](root, image_size)
     return DATASETS[name](root, download)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> DatasetBundle:
+def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
+                 image_size: int | None = None) -> DatasetBundle:
     """Return the train/test splits, class names and normalisation of a dataset.
 
     Parameters
@@ -448,18 +476,24 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
         ``$TFFD_DATA`` or ``./data``.
     download : bool
         CIFAR only: fetch it through torchvision into ``root`` (needs network).
+    image_size : int, optional
+        None or 32: the in-memory 32x32 dataset. Larger (``imagefolder`` only, e.g. 224): the lazily decoded
+        image folder of :mod:`tffd_viz.imagefolder` (resize ``round(S * 256 / 224)``, centre crop ``S``,
+        ImageNet mean/std; ``test/`` or ``val/``).
 
     Returns
     -------
     DatasetBundle
-        ``train``/``test`` (:class:`ImageDataset`, images ``(N, C, 32, 32)``), ``classes``, ``mean``,
-        ``std``, ``in_chans``. Loaded bundles are kept in a small in-process cache; treat them as
-        read-only.
+        ``train``/``test`` (:class:`ImageDataset`, images ``(N, C, 32, 32)``; or
+        :class:`tffd_viz.imagefolder.LazyImageSplit` at ``(N, 3, S, S)``), ``classes``, ``mean``,
+        ``std``, ``in_chans`` (``extra`` holds the transform of a lazy folder). Loaded bundles are kept in
+        a small in-process cache; treat them as read-only.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     return _load_cached(name, None if root is None else str(root), bool(download),
-                        os.environ.get("TFFD_DATA") if root is None else None)
+                        os.environ.get("TFFD_DATA") if root is None else None,
+                        None if image_size in (None, IMAGE_SIZE) else image_size)
 
 
 def sample_indices(size: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -472,7 +506,7 @@ def sample_indices(size: int, n: int, seed: int = 0) -> torch.Tensor:
 
 def sample_batch(name: str, split: str = "test", n: int = 256, seed: int = 0,
                  root: str | os.PathLike | None = None,
-                 return_indices: bool = False) -> tuple[torch.Tensor, ...]:
+                 return_indices: bool = False, image_size: int | None = None) -> tuple[torch.Tensor, ...]:
     """Return a deterministic, normalised sample batch of a dataset split.
 
     Parameters
@@ -482,16 +516,18 @@ def sample_batch(name: str, split: str = "test", n: int = 256, seed: int = 0,
     n : int
         Batch size; larger than the split raises :class:`DataError` naming the split size.
     seed : int
+    image_size : int, optional
+        See :func:`load_dataset`; a lazy image folder decodes only the ``n`` images drawn.
 
     Returns
     -------
-    images : Tensor float32 (n, in_chans, 32, 32)
-        Normalised with the test transform.
+    images : Tensor float32 (n, in_chans, S, S)
+        Normalised with the test transform (``S`` = 32, or ``image_size``).
     labels : Tensor int64 (n,)
     indices : Tensor int64 (n,)
         Positions in the split, only when ``return_indices``.
     """
-    ds = load_dataset(name, root).split(split)
+    ds = load_dataset(name, root, image_size=image_size).split(split)
     idx = sample_indices(len(ds), n, seed)
     images, labels = ds.normalized(idx), ds.labels[idx].clone()
     return (images, labels, idx) if return_indices else (images, labels)

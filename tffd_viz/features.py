@@ -32,6 +32,7 @@ __all__ = [
     "POOLS",
     "accuracy",
     "batch_slices",
+    "pass_batch_size",
     "confusion_matrix",
     "eval_mode",
     "extract_features",
@@ -192,6 +193,21 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
+#: Input pixels (images x H x W) of one no-grad pass at most: 1024 images of 32x32, 20 of 224x224 (a ResNet-18
+#: pass on 20 images of 224 peaks near 0.3 GB), so 224-pixel pages stay far under 2 GB whatever batch they ask for.
+PASS_PIXELS = 1024 * 32 * 32
+#: The same for a pass that keeps its graph for gradients (about 10x the memory per image): 5 images of 224x224.
+GRAD_PASS_PIXELS = 256 * 32 * 32
+
+
+def pass_batch_size(images: Tensor, batch_size: int | None, pixels: int = PASS_PIXELS) -> int:
+    """Return ``batch_size`` (None: no limit) capped so one pass over ``images (N, C, H, W)`` holds at most
+    ``pixels`` input pixels per channel, and at least one image. Unchanged for 32x32 inputs and the defaults."""
+    h, w = int(images.shape[-2]), int(images.shape[-1])
+    cap = max(1, int(pixels) // max(1, h * w))
+    return cap if batch_size is None else max(1, min(int(batch_size), cap))
+
+
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Return the consecutive slices ``[0:b], [b:2b], ...`` covering ``range(n)`` (last one shorter)."""
     b = _check_batch_size(batch_size)
@@ -244,7 +260,7 @@ def iter_tap_batches(
     """
     images = _check_images(images)
     names = resolve_taps(model, taps)
-    slices = batch_slices(images.shape[0], batch_size)
+    slices = batch_slices(images.shape[0], pass_batch_size(images, _check_batch_size(batch_size)))
     run_on = _run_device(model, device)
     # validated eagerly above; the generator below only runs the batches
     return _tap_batches(model, images, names, slices, run_on, _model_float_dtype(model))
@@ -362,7 +378,7 @@ def predict_logits(
         On the CPU.
     """
     images = _check_images(images)
-    slices = batch_slices(images.shape[0], batch_size)
+    slices = batch_slices(images.shape[0], pass_batch_size(images, _check_batch_size(batch_size)))
     run_on = _run_device(model, device)
     dtype = _model_float_dtype(model)
     chunks = []

@@ -47,7 +47,15 @@ from scipy import stats
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TapError, TffdVizError
-from tffd_viz.features import batch_slices, eval_mode, extract_features, hooked_forward, model_device
+from tffd_viz.features import (
+    GRAD_PASS_PIXELS,
+    batch_slices,
+    eval_mode,
+    extract_features,
+    hooked_forward,
+    model_device,
+    pass_batch_size,
+)
 from tffd_viz.losses import channel_saliency
 from tffd_viz.models import resolve_taps
 
@@ -448,7 +456,7 @@ def taylor_scores(model: nn.Module, images: Tensor, labels: Tensor, tap: str, ba
     handle = module.register_forward_hook(hook)
     try:
         with eval_mode(model), torch.enable_grad():
-            for sl in batch_slices(images.shape[0], batch_size):
+            for sl in batch_slices(images.shape[0], pass_batch_size(images, batch_size, GRAD_PASS_PIXELS)):
                 leaves.clear()
                 x = images[sl].to(device)
                 logits = model(x)

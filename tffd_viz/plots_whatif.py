@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tffd_viz.errors import TffdVizError
-from tffd_viz.plots import COLOR_A, COLOR_B, _empty_figure, _layout, _nonfinite_note
+from tffd_viz.plots import _MARGIN, COLOR_A, COLOR_B, _empty_figure, _layout, _nonfinite_note
 from tffd_viz.whatif import ARM_LABELS, ARMS
 
 __all__ = ["ARM_COLORS", "curve_quantities", "whatif_curves_figure", "whatif_heldout_figure"]
@@ -103,8 +103,10 @@ def whatif_curves_figure(rows: Sequence[Mapping[str, Any]], title: str = "What-i
     if total_steps:
         fig.update_xaxes(range=[0.5, total_steps + 0.5])
     fig.update_xaxes(title_text="step", row=n_rows)
-    _layout(fig, title, height=260 * n_rows + 80)
-    fig.update_layout(legend={"orientation": "h", "x": 0, "y": -0.08 if n_rows > 1 else -0.25,
+    height = 260 * n_rows + 80
+    _layout(fig, title, height=height)
+    # the legend 60 px below the last row's axis, clear of its "step" title whatever the number of rows
+    fig.update_layout(legend={"orientation": "h", "x": 0, "y": -60 / (height - _MARGIN["t"] - _MARGIN["b"]),
                               "xanchor": "left", "yanchor": "top"})
     return _nonfinite_note(fig, counts)
 

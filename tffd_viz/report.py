@@ -6,14 +6,21 @@ writes one HTML file with these sections, computed by the library and drawn with
 of the app (:mod:`tffd_viz.plots`):
 
 ==============  ===================================================================================
-``overview``    the model cards side by side, accuracy on the batch, confusion matrices, the
-                training curves stored in the cards
+``overview``    the model cards side by side, accuracy on the batch, per-class errors (or both
+                confusion matrices), the training curves stored in the cards
+``changed``     A vs B, what changed: every quantity measured on the whole held-out split (held-out
+                Tf-FD terms raw and scale-free, activation energy, paired and random-pair cosines,
+                CKA) with its difference, its noise reference (seed spread, else batch spread) and a
+                verdict written only beyond the noise (:mod:`tffd_viz.verdicts`)
 ``ranking``     Tf-FD channel saliency per layer (sorted, salient/redundant halves) and how well
                 other importance criteria agree with it
-``losses``      every unweighted intra/inter Tf-FD term of A and B on the batch, and the
+``losses``      the held-out terms of A and B with their spread, raw next to scale-free, and the
+                activation energy per stage; every unweighted term on the batch and the
                 cross-entropy against the lambda-weighted terms (the card's lambdas, else the paper's)
-``similarity``  channel cosine matrices, salient-vs-paired-redundant similarity, inter-layer alignment
-``cka``         layer x layer linear CKA, A vs B and within each model (minibatch HSIC_1 estimator)
+``similarity``  paired cosine against random channel pairs, salient-vs-paired-redundant similarity,
+                inter-layer alignment, the channel cosine matrices of the deepest layer
+``cka``         layer x layer linear CKA, A vs B and within each model (minibatch HSIC_1 estimator),
+                the A-vs-B diagonal against the seed-to-seed CKA
 ``summary``     one table of the numbers: accuracies, every term, mean paired cosine, CKA diagonal
 ==============  ===================================================================================
 
@@ -45,15 +52,34 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from tffd_viz import __version__
-from tffd_viz.checkpoints import load_checkpoint
-from tffd_viz.data import load_dataset, sample_batch
+from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
+from tffd_viz.data import SIZED_DATASETS, ImageDataset, load_dataset, sample_batch
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.features import extract_features, prediction_summary
 from tffd_viz.importance import channel_scores, get_criterion, rank_agreement
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
 from tffd_viz.models import resolve_taps
+from tffd_viz.normalisation import (
+    DATA_COPY_CAVEAT,
+    NORMALISATIONS,
+    ModelNormalisation,
+    accuracy_by_normalisation,
+    adapter_stats,
+    attach_input_normalisation,
+    model_normalisation,
+    trained_elsewhere,
+)
 from tffd_viz.similarity import channel_similarity_views, inter_layer_alignments, layer_cka_matrices
 from tffd_viz.terms import TermsReport, tffd_terms_on_batch
+from tffd_viz.verdicts import (
+    NOISE_SIGMAS,
+    WHAT_CHANGED_COLUMNS,
+    effect_summary,
+    lambda_text,
+    pair_comparison,
+    random_pair_cosine,
+    seed_siblings,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +96,7 @@ __all__ = [
     "add_report_arguments",
     "build_report",
     "card_lambdas",
+    "identical_criteria",
     "load_report_inputs",
     "render_html",
     "report_sections",
@@ -88,6 +115,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = ("quantity", "layer / term", "A", "B", "A vs 
 
 _EXTRAS = ("pandas", "tffd_viz.plots", "tffd_viz.summary")
 
+ERROR_BARS_ABOVE: float = 99.0
+"""Batch accuracy (%) of both models above which the overview draws per-class errors instead of two matrices."""
+
 
 def _extras() -> tuple[ModuleType, ModuleType, ModuleType]:
     """Return ``(pandas, tffd_viz.plots, tffd_viz.summary)``, imported on first use (the app extras)."""
@@ -97,6 +127,16 @@ def _extras() -> tuple[ModuleType, ModuleType, ModuleType]:
         raise TffdVizError(
             f"the HTML report needs plotly and pandas ({exc}); install them with pip install 'tffd-viz[app]'"
         ) from None
+
+
+def _noise_plots() -> ModuleType:
+    """:mod:`tffd_viz.noise_plots` (needs plotly: call after :func:`_extras`)."""
+    return importlib.import_module("tffd_viz.noise_plots")
+
+
+def _plain(line: str) -> str:
+    """A markdown bullet of :func:`tffd_viz.verdicts.what_changed_text` as plain text (the report escapes HTML)."""
+    return line.removeprefix("* ").replace("**", "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +205,14 @@ class ReportInputs:
         :func:`tffd_viz.features.prediction_summary` per model (``pred``, ``accuracy``, ``confusion``).
     numbers : list of dict
         Rows of the summary table, appended by the sections (columns :data:`SUMMARY_COLUMNS`).
+    heldout : ImageDataset or None
+        The whole test split of the dataset, on which :meth:`comparison` measures both models (whatever
+        split the sample batch comes from).
+    normalisation : dict[str, ModelNormalisation]
+        How each model's inputs are normalised (its card's statistics, else a marked guess); a model whose
+        statistics differ from the dataset's sees the batch through an input adapter.
+    guess_accuracy : dict[str, dict[str, float]]
+        For guessed models only: batch accuracy (%) under each choice of ``NORMALISATIONS``.
     """
 
     paths: dict[str, str]
@@ -184,6 +232,35 @@ class ReportInputs:
     feats: dict[str, OrderedDict[str, Tensor]]
     predictions: dict[str, dict[str, Any]]
     numbers: list[dict[str, Any]] = field(default_factory=list)
+    heldout: ImageDataset | None = None
+    normalisation: dict[str, ModelNormalisation] = field(default_factory=dict)
+    guess_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    _comparison: dict[str, Any] | None = field(default=None, repr=False)
+
+    def comparison(self) -> dict[str, Any]:
+        """:func:`tffd_viz.verdicts.pair_comparison` of A and B on the whole split, computed once.
+
+        The other seeds of each model's configuration are the checkpoints beside it with the same
+        configuration (:func:`tffd_viz.verdicts.seed_siblings`); cards' ``heldout_terms`` are used where they
+        describe this split.
+        """
+        if self._comparison is None:
+            if self.heldout is None:
+                raise TffdVizError("the report inputs hold no held-out split to compare A and B on")
+            seeds: dict[str, list[nn.Module]] = {}
+            seed_held: dict[str, list[Any]] = {}
+            for key in ("A", "B"):
+                here = Path(self.paths[key]).resolve()
+                shipped = list_checkpoints(here.parent) if here.parent.is_dir() else []
+                others = [p for p in seed_siblings(self.cards[key], shipped) if p.resolve() != here]
+                loaded = [load_checkpoint(p, device=str(_model_device(self.models[key]))) for p in others]
+                seeds[key] = [m for m, _ in loaded]
+                seed_held[key] = [c.get("heldout_terms") for _, c in loaded]
+            self._comparison = pair_comparison(
+                self.models, self.heldout, heldouts={k: self.cards[k].get("heldout_terms") for k in ("A", "B")},
+                seeds=seeds, seed_heldouts=seed_held, split="test", cka_batch=CKA_BATCH,
+            )
+        return self._comparison
 
     def record(
         self,
@@ -211,6 +288,10 @@ def _float(v: float | None) -> float:
     return math.nan if v is None else float(v)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _position_name(ta: str | None, tb: str | None) -> str:
     return str(ta if ta == tb or tb is None else tb if ta is None else f"{ta} / {tb}")
 
@@ -233,6 +314,7 @@ def load_report_inputs(
     seed: int = 0,
     split: str = "test",
     device: str = "cpu",
+    normalisation: str | Mapping[str, str] = "dataset",
 ) -> ReportInputs:
     """Load both checkpoints and the sample batch, with both models' taps and predictions on it.
 
@@ -246,6 +328,9 @@ def load_report_inputs(
         As in :func:`tffd_viz.data.sample_batch`.
     device : str
         Where the models run (``"cpu"``, ``"cuda"``, ``"auto"``).
+    normalisation : str or mapping model key -> str
+        The guess (a key of ``tffd_viz.normalisation.NORMALISATIONS``) for a model whose card has no
+        ``mean``/``std``; one for both or ``{"A": ..., "B": ...}``. Cards that say are followed.
 
     Raises
     ------
@@ -261,10 +346,13 @@ def load_report_inputs(
     name = dataset or cards["A"].get("dataset")
     if not name:
         raise DataError(f"model A's card ({paths['A']}) names no dataset; pass dataset= (--dataset)")
-    bundle = load_dataset(name, root)
+    size = cards["A"].get("input_size")  # 224 for torchvision's archs: the lazily decoded image folder
+    image_size = size if name in SIZED_DATASETS and isinstance(size, int) and size > 32 else None
+    bundle = load_dataset(name, root, image_size=image_size)
     for key in ("A", "B"):
         _check_fits(key, paths[key], cards[key], name, bundle.in_chans, len(bundle.classes))
-    images, targets = sample_batch(name, split=split, n=n, seed=seed, root=root)
+    images, targets = sample_batch(name, split=split, n=n, seed=seed, root=root, image_size=image_size)
+    norms, guess_accuracy = _input_normalisations(models, cards, bundle, images, targets, normalisation)
     taps = {k: resolve_taps(models[k], cards[k].get("taps") or None) for k in models}
     feats = {k: extract_features(models[k], images, taps[k]) for k in models}
     predictions = {k: prediction_summary(models[k], images, targets, len(bundle.classes)) for k in models}
@@ -286,7 +374,48 @@ def load_report_inputs(
         taps=taps,
         feats=feats,
         predictions=predictions,
+        heldout=bundle.test,
+        normalisation=norms,
+        guess_accuracy=guess_accuracy,
     )
+
+
+def _input_normalisations(
+    models: dict[str, nn.Module], cards: dict[str, dict], bundle: Any, images: Tensor, targets: Tensor,
+    guess: str | Mapping[str, str],
+) -> tuple[dict[str, ModelNormalisation], dict[str, dict[str, float]]]:
+    """Each model's normalisation (card, else the guess), the batch accuracy per choice of the guessed ones,
+    and an input adapter attached where a model's statistics differ from the dataset's."""
+    guesses = {k: guess for k in models} if isinstance(guess, str) else dict(guess)
+    norms: dict[str, ModelNormalisation] = {}
+    accs: dict[str, dict[str, float]] = {}
+    for key, model in models.items():
+        norms[key] = model_normalisation(cards[key], bundle.mean, bundle.std, guess=guesses.get(key, "dataset"))
+        if norms[key].guessed:
+            accs[key] = accuracy_by_normalisation(model, images, targets, bundle.mean, bundle.std)
+        stats = adapter_stats(norms[key], bundle.mean, bundle.std)
+        if stats is not None:
+            attach_input_normalisation(model, *stats)
+    return norms, accs
+
+
+def _normalisation_text(ctx: ReportInputs) -> str:
+    """A paragraph on how each model sees the batch, guesses marked, and the caveat for models trained elsewhere."""
+    parts = []
+    for key in ("A", "B"):
+        card, norm = ctx.cards[key], ctx.normalisation.get(key)
+        known = f" It was recognised as {card['recognised_as']}." if card.get("recognised_as") else ""
+        if norm is not None:
+            text = f"Input normalisation of {key}: {norm.describe()}."
+            if norm.guessed:
+                choices = ", ".join(f"{NORMALISATIONS[c]} {a:.2f} %" for c, a in ctx.guess_accuracy.get(key, {}).items())
+                text = (f"Input normalisation of {key} is a guess: its file does not say, so {NORMALISATIONS[str(norm.choice)]} "
+                        f"were used (batch accuracy with each choice: {choices}).")
+            parts.append(text + known)
+        if trained_elsewhere(card):
+            best = card.get("best_acc")
+            parts.append(f"{key}: {DATA_COPY_CAVEAT}" + (f" Its file reports {best:.2f} %." if best is not None else ""))
+    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,12 +440,16 @@ def _overview_section(ctx: ReportInputs) -> ReportSection:
         }
         for k in ("A", "B")
     ]
-    figures = [
-        plots.confusion_figure(
-            ctx.predictions[k]["confusion"], ctx.classes, title=f"Confusion matrix, {ctx.labels[k]}"
-        )
-        for k in ("A", "B")
-    ]
+    confusions = {ctx.labels[k]: ctx.predictions[k]["confusion"] for k in ("A", "B")}
+    nplots = _noise_plots()
+    if min(accs.values()) >= ERROR_BARS_ABOVE:
+        figures = [nplots.class_error_figure(confusions, ctx.classes,
+                                             title=f"Errors per class on the batch ({ctx.n} images)")]
+        matrices = f"per-class errors (both models are above {ERROR_BARS_ABOVE:g} % on the batch)"
+    else:
+        figures = [nplots.confusion_pair_figure(confusions, ctx.classes,
+                                                title=f"Confusion matrices on the batch ({ctx.n} images)")]
+        matrices = "confusion matrices (true class in rows, % of the class)"
     figures.append(
         plots.training_curves_figure({ctx.labels[k]: ctx.cards[k].get("history") or [] for k in ("A", "B")})
     )
@@ -324,15 +457,55 @@ def _overview_section(ctx: ReportInputs) -> ReportSection:
         f"Model A ({ctx.paths['A']}) and model B ({ctx.paths['B']}) on {ctx.n} {ctx.split} images of "
         f"{ctx.dataset} (sample seed {ctx.seed}). A classifies {accs['A']:.2f} % of them correctly, B "
         f"{accs['B']:.2f} %; the two disagree on {len(differ)} image(s).\n\n"
-        "The cards record how each model was trained; the confusion matrices count true (rows) against "
-        "predicted (columns) classes on the batch, and the curves are the per-epoch history stored in each "
-        "card."
+        f"B: {lambda_text(ctx.cards['B'])}. The cards record how each model was trained; the figures show the "
+        f"{matrices} on the batch, and the curves are the per-epoch history stored in each card."
     )
+    if _normalisation_text(ctx):
+        intro += "\n\n" + _normalisation_text(ctx)
     tables = [
         ReportTable("Model cards", summary.card_table(ctx.cards, names=ctx.names)),
         ReportTable("Accuracy on the sample batch", pd.DataFrame(rows)),
     ]
     return ReportSection("overview", "Overview", intro, figures, tables)
+
+
+def _changed_section(ctx: ReportInputs) -> ReportSection:
+    pd, _, _ = _extras()
+    comp = ctx.comparison()
+    rows = comp["rows"]
+    seeds = comp["seeds"]
+    batches = comp["measures"]["A"]["heldout"].get("batches")
+    if max(seeds.values()) >= 2:
+        source = (f"the spread over the shipped seeds ({seeds['A']} of A's configuration, {seeds['B']} of B's; "
+                  "CKA: the lowest seed-to-seed CKA)")
+    else:
+        source = (f"the spread over the {batches} batches of the split (no second seed is shipped; accuracy: the "
+                  "binomial sampling noise of the split; CKA: no reference)")
+    intro = (
+        f"Each quantity is measured on the whole {comp['split']} split ({comp['n']} images, eval mode, in "
+        f"{batches} batches that each rank their own channels as the loss does); A: "
+        f"{lambda_text(ctx.cards['A'])}; B: {lambda_text(ctx.cards['B'])}. A difference is written up only when "
+        f"it exceeds its noise reference, {NOISE_SIGMAS:g} standard deviations of the difference of two single "
+        f"runs, from {source}; otherwise the verdict reads 'within ... noise'.\n\n"
+        "Every Tf-FD term comes raw and divided by the activation energy (mean square) of the maps it compares: "
+        "an MSE falls when the maps shrink as a whole, so a raw term that falls while its scale-free version "
+        "stays within noise is a drop of activation energy, not mimicry. The paired cosine of each "
+        "salient/redundant pair is set against the cosine of random channel pairs of the same layer.\n\n"
+        + f"Finding: {effect_summary(rows)}\n\n"
+        + "\n\n".join(_plain(line) for line in comp["text"])
+    )
+    frame = pd.DataFrame(rows, columns=list(WHAT_CHANGED_COLUMNS))
+    figures = [_noise_plots().noise_ratio_figure(rows)]
+    tables = [ReportTable("A vs B: difference, noise reference and verdict per quantity", frame)]
+    if comp["mean_rows"]:
+        intro += (f"\n\nOver all shipped seeds (the mean of A's {seeds['A']} seeds against the mean of B's "
+                  f"{seeds['B']}, against the noise of a mean): {effect_summary(comp['mean_rows'])}")
+        tables.append(ReportTable("Over all seeds: mean of A's configuration vs mean of B's",
+                                  pd.DataFrame(comp["mean_rows"], columns=list(WHAT_CHANGED_COLUMNS))))
+    elsewhere = [k for k in ("A", "B") if trained_elsewhere(ctx.cards[k])]
+    if elsewhere:  # held-out accuracy of a model trained on another copy of the data
+        intro += f"\n\n{' and '.join(elsewhere)}: {DATA_COPY_CAVEAT}"
+    return ReportSection("changed", "A vs B: what changed", intro, figures, tables)
 
 
 def _criteria_scores(ctx: ReportInputs, key: str, tap: str) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -360,8 +533,27 @@ def _salient_share(scores: Tensor) -> float:
     return 100.0 * float(ordered[: ordered.numel() // 2].sum()) / total if total > 0 else math.nan
 
 
+def identical_criteria(names: Sequence[str], spearman: np.ndarray, tol: float = 1e-9) -> dict[str, list[str]]:
+    """Group criteria that rank the channels identically (Spearman ρ = 1 with an earlier one).
+
+    After a ReLU, for instance, ``l1`` (mean |F|) and ``mean`` (mean F) are the same numbers, so their ρ with any
+    third criterion is the same too: the report shows one column for both.
+
+    Returns
+    -------
+    dict
+        First name of each group -> the names of the group, in ``names`` order.
+    """
+    groups: dict[str, list[str]] = {}
+    for j, name in enumerate(names):
+        head = next((h for h in groups if spearman[names.index(h), j] >= 1.0 - tol), None)
+        groups.setdefault(head or name, []).append(name)
+    return groups
+
+
 def _ranking_section(ctx: ReportInputs) -> ReportSection:
     pd, plots, _ = _extras()
+    nplots = _noise_plots()
     figures: list[go.Figure] = []
     for ta, tb in ctx.tap_positions():
         scores = {
@@ -369,9 +561,11 @@ def _ranking_section(ctx: ReportInputs) -> ReportSection:
             for k, t in (("A", ta), ("B", tb))
             if t is not None
         }
-        figures.append(plots.saliency_bars_figure(scores, tap=_position_name(ta, tb)))
+        figures.append(nplots.saliency_gap_figure(scores, tap=_position_name(ta, tb)))
     agreement_rows: list[dict[str, Any]] = []
     skipped_all: dict[str, str] = {}
+    merged: set[str] = set()
+    heatmap = None
     for key in ("A", "B"):
         for tap in ctx.taps[key]:
             scores, skipped = _criteria_scores(ctx, key, tap)
@@ -379,13 +573,10 @@ def _ranking_section(ctx: ReportInputs) -> ReportSection:
             if len(scores) < 2:
                 continue
             agree = rank_agreement(scores)
-            figures.append(
-                plots.rank_agreement_figure(
-                    agree["spearman"],
-                    agree["names"],
-                    title=f"Rank agreement between criteria — {ctx.labels[key]} · {tap}",
-                )
-            )
+            names = list(agree["names"])
+            groups = identical_criteria(names, agree["spearman"])
+            merged.update(" = ".join(g) for g in groups.values() if len(g) > 1)
+            heatmap = (agree, key, tap)  # the last one: B's deepest layer
             row: dict[str, Any] = {
                 "model": ctx.labels[key],
                 "layer": tap,
@@ -393,12 +584,18 @@ def _ranking_section(ctx: ReportInputs) -> ReportSection:
             }
             row.update(
                 {
-                    f"ρ(tffd, {name})": float(agree["spearman"][0, j])
-                    for j, name in enumerate(agree["names"])
-                    if j > 0
+                    f"ρ(tffd, {' = '.join(group)})": float(agree["spearman"][0, names.index(head)])
+                    for head, group in groups.items()
+                    if head != "tffd"
                 }
             )
             agreement_rows.append(row)
+    if heatmap is not None:
+        agree, key, tap = heatmap
+        fig = plots.rank_agreement_figure(
+            agree["spearman"], agree["names"], title=f"Rank agreement between criteria — {ctx.labels[key]} · {tap}"
+        )
+        figures.append(fig.update_layout(height=340, width=420))
     share = {
         k: _salient_share(channel_scores("tffd", features=ctx.feats[k][ctx.taps[k][-1]])) for k in ("A", "B")
     }
@@ -407,8 +604,12 @@ def _ranking_section(ctx: ReportInputs) -> ReportSection:
         "spatially L2-normalised map) and pulls the redundant bottom half towards the salient top half, "
         f"pair by pair. In the deepest layer the salient half holds {share['A']:.1f} % of the total saliency "
         f"for A ({ctx.taps['A'][-1]}) and {share['B']:.1f} % for B ({ctx.taps['B'][-1]}).\n\n"
-        "The bars show the sorted saliency on this batch; the heatmaps show how well other channel "
-        "importance criteria rank the channels the same way (Spearman ρ)."
+        "The bars show the sorted saliency on this batch, on an axis that does not start at 0 (the annotation "
+        "gives the mean saliency of the salient half over that of the redundant half); the table and the "
+        "heatmap (B's deepest layer) show how well other channel importance criteria rank the channels the "
+        "same way (Spearman ρ)."
+        + (f" Criteria that rank every layer identically share a column: {'; '.join(sorted(merged))}."
+           if merged else "")
     )
     if skipped_all:
         intro += "\n\nCriteria that did not run here: " + "; ".join(
@@ -471,9 +672,15 @@ def _losses_section(ctx: ReportInputs) -> ReportSection:
     ctx.record(
         "λ-weighted Tf-FD total", a=weighted[ctx.labels["A"]]["tffd"], b=weighted[ctx.labels["B"]]["tffd"]
     )
+    comp = ctx.comparison()
+    held = {ctx.labels[k]: comp["measures"][k]["heldout"] for k in ("A", "B")}
+    nplots = _noise_plots()
     figures = [
+        nplots.heldout_terms_figure(held, "intra"),
+        nplots.heldout_terms_figure(held, "inter"),
         plots.terms_bar_figure(
-            {ctx.labels[k]: {"intra": reps[k].intra, "inter": reps[k].inter} for k in ("A", "B")}, log_y=True
+            {ctx.labels[k]: {"intra": reps[k].intra, "inter": reps[k].inter} for k in ("A", "B")}, log_y=True,
+            title=f"Tf-FD terms on the sample batch ({ctx.n} images, unweighted)",
         ),
         plots.weighted_contributions_figure(
             {label: {c: w[c] for c in ("ce", "intra", "inter")} for label, w in weighted.items()}, log_y=True
@@ -482,15 +689,34 @@ def _losses_section(ctx: ReportInputs) -> ReportSection:
     mean_intra = {
         k: float(np.mean(list(reps[k].intra.values()))) if reps[k].intra else math.nan for k in ("A", "B")
     }
+    term_lines = [
+        _plain(f"* {r['quantity']}, {r['item']}: A {r['A']:.4g}, B {r['B']:.4g}: {r['verdict']}.")
+        for r in comp["rows"]
+        if r["quantity"] in ("intra term (raw)", "inter term (raw)") and r["A"] is not None and r["B"] is not None
+    ]
+    held_rows = [
+        {"model": label, "family": family, "term": item, "mean": h[family][item],
+         "std over batches": (h.get(f"{family}_std") or {}).get(item),
+         "term / energy": (h.get(f"{family}_rel") or {}).get(item),
+         "std (term / energy)": (h.get(f"{family}_rel_std") or {}).get(item),
+         "energy of the stage": (h.get("energy") or {}).get(item) if family == "intra" else None}
+        for label, h in held.items() for family in ("intra", "inter") for item in h.get(family) or {}
+    ]
+    batches = comp["measures"]["A"]["heldout"].get("batches")
     intro = (
-        "Each intra-layer term is the mean squared difference between a layer's salient half and its "
+        f"Held-out terms first: eval mode, the whole {comp['split']} split ({comp['n']} images) in {batches} "
+        "batches, mean ± std over batches, raw next to the term divided by the activation energy of the maps "
+        "it compares (a smaller activation scale alone lowers an MSE), and the energy per stage:\n\n"
+        + "\n\n".join(term_lines)
+        + "\n\nEach intra-layer term is the mean squared difference between a layer's salient half and its "
         "paired redundant half; each inter-layer term the mean squared difference between a shallow layer "
-        f"and a deeper one pooled to the same size. On this batch the mean intra term is "
+        f"and a deeper one pooled to the same size. On the sample batch the mean intra term is "
         f"{mean_intra['A']:.4g} for A and {mean_intra['B']:.4g} for B.\n\n"
         f"Weighted contributions use {'; '.join(lambda_text)}, over the stages and pairs each card trained "
         "on (mean over the terms of a family, no warm-up), against the batch cross-entropy."
     )
     tables = [
+        ReportTable("Held-out terms, raw and scale-free, with their spread over batches", pd.DataFrame(held_rows)),
         ReportTable(
             "Weighted contributions", pd.DataFrame([{"model": label, **w} for label, w in weighted.items()])
         ),
@@ -507,28 +733,32 @@ def _similarity_section(ctx: ReportInputs) -> ReportSection:
         for k in ("A", "B")
     }
     paired = {k: {t: v["paired"] for t, v in views[k].items()} for k in ("A", "B")}
+    comp = ctx.comparison()
+    cosine = {ctx.labels[k]: comp["measures"][k]["cosine"] for k in ("A", "B")}
+    figures.append(_noise_plots().cosine_reference_figure(
+        cosine, title=f"Paired cosine vs random channel pairs, whole {comp['split']} split ({comp['n']} images), "
+                      "mean ± std over batches"))
     rows: list[dict[str, Any]] = []
     for key in ("A", "B"):
         for tap, view in views[key].items():
             cos = view["cosine"]
-            c = cos.shape[0]
-            off = (cos.sum() - cos.diagonal().sum()) / max(c * (c - 1), 1)
             rows.append(
                 {
                     "model": ctx.labels[key],
                     "layer": tap,
-                    "channels": c,
+                    "channels": cos.shape[0],
                     "mean paired cosine": float(view["paired"].mean()),
-                    "mean off-diagonal cosine": float(off),
+                    "random-pair cosine": random_pair_cosine(cos) if cos.shape[0] > 1 else math.nan,
                 }
             )
-            figures.append(
-                plots.cosine_matrix_figure(
-                    cos,
-                    order=view["order"],
-                    title=f"Channel cosine similarity, sorted by saliency — {ctx.labels[key]} · {tap}",
-                )
-            )
+        tap = ctx.taps[key][-1]  # one matrix per model: the deepest layer
+        figures.append(
+            plots.cosine_matrix_figure(
+                views[key][tap]["cosine"],
+                order=views[key][tap]["order"],
+                title=f"Channel cosine similarity, sorted by saliency — {ctx.labels[key]} · {tap}",
+            ).update_layout(height=360)
+        )
     for ta, tb in ctx.tap_positions():
         values = {ctx.labels[k]: paired[k][t] for k, t in (("A", ta), ("B", tb)) if t is not None}
         figures.append(plots.paired_similarity_figure(values, tap=_position_name(ta, tb)))
@@ -554,14 +784,24 @@ def _similarity_section(ctx: ReportInputs) -> ReportSection:
     if alignment:
         figures.append(plots.alignment_figure(alignment))
     last = {k: ctx.taps[k][-1] for k in ("A", "B")}
+    lines = [
+        _plain(f"* {r['quantity']}, {r['item']}: A {r['A']:.3f}, B {r['B']:.3f}: {r['verdict']}.")
+        for r in comp["rows"]
+        if r["quantity"].startswith(("paired − random", "inter-layer alignment"))
+        and r["A"] is not None and r["B"] is not None
+    ]
     intro = (
-        "Cosine similarity between channels, each flattened over images and positions. Intra-layer Tf-FD "
-        "trains each redundant channel to mimic its salient partner; the paired cosine measures how alike "
-        "the two are. In the deepest layer the mean paired cosine is "
+        "Cosine similarity between channels, each flattened over images and positions. The intra-layer loss "
+        "pulls each redundant channel towards its salient partner, but an MSE also falls when the maps shrink; "
+        "the paired cosine (scale-free) says whether the partners became more alike, and only against the "
+        "cosine of random channel pairs of the same layer (a paired cosine at the random-pair level means no "
+        f"pair structure). Whole {comp['split']} split, B − A against the noise:\n\n"
+        + "\n\n".join(lines)
+        + "\n\nOn the sample batch the deepest layer's mean paired cosine is "
         f"{float(paired['A'][last['A']].mean()):.3f} for A and {float(paired['B'][last['B']].mean()):.3f} "
-        "for B.\n\n"
-        "The alignment panels compare channel c of a shallow layer (pooled to the deep layer's size) with "
-        "channel c of the deep layer, the pairing inter-layer Tf-FD trains."
+        "for B. The alignment panels compare channel c of a shallow layer (pooled to the deep layer's size) "
+        "with channel c of the deep layer, the pairing inter-layer Tf-FD trains (an arbitrary pairing of "
+        "channel indices)."
     )
     return ReportSection(
         "similarity",
@@ -596,6 +836,12 @@ def _cka_section(ctx: ReportInputs) -> ReportSection:
             title="Linear CKA within each model",
         ),
     ]
+    comp = ctx.comparison()
+    figures.insert(1, _noise_plots().cka_reference_figure(
+        comp["cka_ab"], comp["cka_seeds"],
+        title=f"Same layer of A and B against seed to seed, whole {comp['split']} split ({comp['n']} images)"))
+    cka_lines = [_plain(f"* {r['item']}: {r['verdict']}.") for r in comp["rows"]
+                 if r["quantity"].startswith("1 − linear CKA")]
     table = pd.DataFrame(ab, columns=[f"B {t}" for t in tb])
     table.insert(0, "A layer", list(ta))
     full, tail = divmod(ctx.n, CKA_BATCH)
@@ -607,7 +853,9 @@ def _cka_section(ctx: ReportInputs) -> ReportSection:
         "rotations and scale of their features: 1 = the same representation up to those, 0 = unrelated. "
         f"It is estimated with the unbiased HSIC_1 summed over {minibatches} minibatch(es) of about "
         f"{min(CKA_BATCH, ctx.n)} images (the app's minibatch estimator).\n\n"
-        f"Same layer in A and B: {diag}."
+        f"Same layer in A and B: {diag}.\n\n"
+        "Two seeds of one configuration never give CKA 1; the reference is the seed-to-seed CKA over the "
+        f"whole {comp['split']} split (grey):\n\n" + "\n\n".join(cka_lines)
     )
     return ReportSection(
         "cka", "CKA", intro, figures, [ReportTable("Linear CKA, A (rows) vs B (columns)", table)]
@@ -628,6 +876,7 @@ def _summary_section(ctx: ReportInputs) -> ReportSection:
 
 SECTIONS: dict[str, Callable[[ReportInputs], ReportSection]] = {
     "overview": _overview_section,
+    "changed": _changed_section,
     "ranking": _ranking_section,
     "losses": _losses_section,
     "similarity": _similarity_section,
@@ -647,12 +896,13 @@ def report_sections(
     split: str = "test",
     device: str = "cpu",
     progress: bool = True,
+    normalisation: str | Mapping[str, str] = "dataset",
 ) -> list[ReportSection]:
     """Compute every section of the report, in order (one progress-bar tick per section).
 
     Parameters
     ----------
-    path_a, path_b, dataset, root, n, seed, split, device
+    path_a, path_b, dataset, root, n, seed, split, device, normalisation
         As in :func:`load_report_inputs`.
     progress : bool
         Show a tqdm progress bar on stderr.
@@ -662,7 +912,8 @@ def report_sections(
     list of ReportSection
         One per entry of :data:`SECTIONS`, in that order.
     """
-    return _sections(load_report_inputs, (path_a, path_b, dataset, root, n, seed, split, device), progress)[1]
+    args = (path_a, path_b, dataset, root, n, seed, split, device, normalisation)
+    return _sections(load_report_inputs, args, progress)[1]
 
 
 def _sections(
@@ -800,10 +1051,11 @@ def build_report(
     split: str = "test",
     device: str = "cpu",
     progress: bool = True,
+    normalisation: str | Mapping[str, str] = "dataset",
 ) -> str:
     """Return the whole report as one self-contained HTML document (arguments as :func:`report_sections`)."""
     ctx, sections = _sections(
-        load_report_inputs, (path_a, path_b, dataset, root, n, seed, split, device), progress
+        load_report_inputs, (path_a, path_b, dataset, root, n, seed, split, device, normalisation), progress
     )
     title = f"Tf-FD report: {Path(ctx.paths['A']).name} vs {Path(ctx.paths['B']).name}"
     return render_html(sections, title=title, meta=_meta(ctx, device))
@@ -821,6 +1073,7 @@ def write_report(
     progress: bool = True,
     *,
     out: str | Path,
+    normalisation: str | Mapping[str, str] = "dataset",
 ) -> Path:
     """Build the report (see :func:`build_report`) and write it to ``out`` (parent folders created).
 
@@ -829,7 +1082,7 @@ def write_report(
     Path
         ``out``.
     """
-    text = build_report(path_a, path_b, dataset, root, n, seed, split, device, progress)
+    text = build_report(path_a, path_b, dataset, root, n, seed, split, device, progress, normalisation)
     path = Path(out).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -859,6 +1112,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--out", default="report.html", help="output HTML file (default report.html)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for key in ("a", "b"):
+        p.add_argument(f"--norm-{key}", default="dataset", choices=tuple(NORMALISATIONS),
+                       help=f"input normalisation of model {key.upper()} when its checkpoint does not say (no mean/std "
+                            "in its card): a guess, marked in the report (default: dataset statistics)")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -874,6 +1131,7 @@ def run_report(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         out=args.out,
+        normalisation={"A": args.norm_a, "B": args.norm_b},
     )
     print(path)
     return 0

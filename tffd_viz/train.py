@@ -974,6 +974,31 @@ def _save_resume(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _checked_before_work(cfg: TrainConfig) -> None:
+    """The checks :meth:`TrainConfig.check` cannot make alone, before any data is loaded: the architecture and its
+    stages / pairs (on a shape-only ``meta`` model), and an output folder that can be created and written."""
+    try:
+        with torch.device("meta"):
+            taps = list(default_taps(create_model(cfg.arch, num_classes=2, in_chans=3)))
+    except TffdVizError as exc:
+        raise TffdVizError(f"option arch = {cfg.arch!r}: {exc}") from None
+    for name, only in (("stages", {"pairs": []}), ("pairs", {"stages": []})):
+        try:
+            _resolved_stages(dataclasses.replace(cfg, **only), taps)
+        except TffdVizError as exc:
+            raise TffdVizError(f"option {name} = {getattr(cfg, name)!r} does not fit {cfg.arch}: {exc}") from None
+    if cfg.out is None:
+        return
+    folder = checkpoint_stem(cfg.out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TffdVizError(f"option out = {cfg.out!r}: cannot create the folder {str(folder)!r} "
+                           f"({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise TffdVizError(f"option out = {cfg.out!r}: the folder {str(folder)!r} is not writable")
+
+
 def train(config: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None
           ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a zoo model with or without Tf-FD and return it with its model card.
@@ -995,9 +1020,13 @@ def train(config: TrainConfig, progress: Callable[[dict[str, Any]], None] | None
     Raises
     ------
     TffdVizError
-        Bad options; :class:`CheckpointError` for an unusable resume state.
+        Bad options (before any data is loaded or file written); :class:`CheckpointError` for an unusable resume
+        state; :class:`TrainingDiverged` when a step's loss or term, or the weights after an epoch, go non-finite
+        (naming the epoch, step and term; nothing is written from the non-finite weights, the last good resume
+        state is kept).
     """
     cfg = config.check()
+    _checked_before_work(cfg)
     device_kind = "cuda" if (cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())) \
         else "cpu"
     ctx = _dist_context(device_kind)
@@ -1169,7 +1198,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, progress: Callable[[dict[str, Any]], No
     if teacher is not None:
         card["lambda_kd"], card["kd_temperature"] = cfg.lambda_kd, cfg.kd_temperature
         card["teacher"] = teacher.description
-    if ctx.main and completed and cfg.out is not None:
+    if ctx.main and completed:
         from tffd_viz.heldout import heldout_terms
 
         card["heldout_terms"] = heldout_terms(model, test_set, taps=taps)
@@ -1249,8 +1278,8 @@ def _card(cfg: TrainConfig, bundle: DatasetBundle, model: nn.Module, taps: list[
                                                          if k in RECIPES["paper"]},
         "stages": list(stages), "world_size": ctx.world, "precision": cfg.precision, "completed": completed,
         "classes": list(bundle.classes),
-        **({"input_size": bundle.extra["image_size"], "transform": bundle.extra["transform"]}
-           if "image_size" in bundle.extra else {}),
+        **({"input_size": bundle.extra.get("image_size", 32), "transform": bundle.extra.get("transform")}
+           if "image_size" in bundle.extra or input_size(cfg.arch) != 32 else {}),  # e.g. resnet18 on CIFAR: 32
     }
 
 
@@ -1305,6 +1334,11 @@ def _sweep_row(cfg: TrainConfig, layers: str, card: dict[str, Any]) -> dict[str,
                 "ce": last["ce"], "tffd_total": last["tffd_total"]})
     row.update({f"intra_{k}": v for k, v in last["intra"].items()})
     row.update({f"inter_{k}": v for k, v in last["inter"].items()})
+    held = card.get("heldout_terms") or {}
+    if held:  # eval mode on the test split: raw, scale-free and the energy per stage
+        row["heldout_acc"] = held["accuracy"]
+        for family in ("intra", "intra_rel", "energy", "inter", "inter_rel"):
+            row.update({f"heldout_{family}_{k}": v for k, v in held[family].items()})
     row["train_seconds"] = card["train_seconds"]
     row["diverged"], row["diverged_at"] = False, None
     return {k: row[k] for k in SWEEP_KEYS} | {k: v for k, v in row.items() if k not in SWEEP_KEYS}

@@ -213,10 +213,12 @@ def tap_info(model: nn.Module, taps: Sequence[str] | str | None = None,
     Parameters
     ----------
     input_shape : (C, H, W), optional
-        Default ``(model.in_chans or 3, 32, 32)``.
+        Default ``(model.in_chans or 3, S, S)`` with ``S = model.input_size`` (32 when absent, 224 for
+        the ImageNet architectures).
     """
     if input_shape is None:
-        input_shape = (int(getattr(model, "in_chans", 3)), 32, 32)
+        side = int(getattr(model, "input_size", 32))
+        input_shape = (int(getattr(model, "in_chans", 3)), side, side)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32

@@ -1,0 +1,410 @@
+"""Figures that put A-vs-B differences next to their noise and their scale (plotly, no streamlit).
+
+Companions of :mod:`tffd_viz.verdicts` for the app, the notebooks and the report, in the look of
+:mod:`tffd_viz.plots` (its template and model colours):
+
+* :func:`heldout_terms_figure`: held-out Tf-FD terms of A and B with their batch-to-batch spread, raw next to
+  scale-free (term / energy), and the activation energy per stage;
+* :func:`cosine_reference_figure`: the salient/redundant paired cosine next to the cosine of random channel pairs
+  of the same layer;
+* :func:`cka_reference_figure`: the A-vs-B CKA of each layer against the seed-to-seed CKA;
+* :func:`noise_ratio_figure`: every row of the what-changed table as its difference over its noise;
+* :func:`saliency_gap_figure`: sorted saliency bars on an axis that shows the salient/redundant gap;
+* :func:`class_error_figure` and :func:`confusion_pair_figure`: per-class errors of A and B in one panel, or both
+  confusion matrices side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tffd_viz.errors import TffdVizError
+from tffd_viz.plots import TEMPLATE, model_color, saliency_bars_figure
+
+__all__ = [
+    "class_error_figure",
+    "cka_reference_figure",
+    "confusion_pair_figure",
+    "cosine_reference_figure",
+    "heldout_terms_figure",
+    "noise_ratio_figure",
+    "saliency_gap_figure",
+]
+
+_MARGIN = {"l": 60, "r": 20, "t": 70, "b": 50}
+
+_PANELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "intra": (
+        ("intra", "intra term (raw)"),
+        ("intra_rel", "intra term / energy"),
+        ("energy", "activation energy mean(F²)"),
+    ),
+    "inter": (("inter", "inter term (raw)"), ("inter_rel", "inter term / energy of the deep side")),
+}
+"""Family -> panels (heldout key, title) of :func:`heldout_terms_figure`."""
+
+
+def _finish(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": title, "x": 0.01, "xanchor": "left"},
+        margin=_MARGIN,
+        height=height,
+        hoverlabel={"namelength": -1},
+        barmode="group",
+    )
+    return fig
+
+
+def _num(v: Any) -> float:
+    return float(v) if v is not None and math.isfinite(float(v)) else float("nan")
+
+
+def heldout_terms_figure(
+    heldouts: Mapping[str, Mapping[str, Any]], family: str = "intra", title: str | None = None
+) -> go.Figure:
+    """Held-out Tf-FD terms of several models, mean ± batch-to-batch std, raw next to scale-free.
+
+    Parameters
+    ----------
+    heldouts : dict label -> heldout_terms entry
+        :func:`tffd_viz.heldout.heldout_terms` results (or a card's ``heldout_terms``), e.g. ``{"A": ..., "B": ...}``.
+    family : {"intra", "inter"}
+        ``intra``: panels raw term, term / energy and the energy per stage; ``inter``: raw and term / energy.
+    title : str, optional
+
+    Returns
+    -------
+    go.Figure
+        One panel per key of :data:`_PANELS`; one bar trace per model and panel (``y`` the means, ``error_y``
+        the std over batches).
+    """
+    if family not in _PANELS:
+        raise TffdVizError(f"heldout_terms_figure: family must be one of {sorted(_PANELS)}, got {family!r}")
+    if not heldouts:
+        raise TffdVizError("heldout_terms_figure: heldouts is empty; give e.g. {'A': entry_a, 'B': entry_b}")
+    panels = _PANELS[family]
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=[t for _, t in panels], horizontal_spacing=0.07
+    )
+    for pos, (label, entry) in enumerate(heldouts.items()):
+        for col, (key, _) in enumerate(panels, start=1):
+            values = entry.get(key) or {}
+            std = entry.get(f"{key}_std") or {}
+            items = list(values)
+            fig.add_bar(
+                x=items,
+                y=[_num(values[k]) for k in items],
+                name=str(label),
+                legendgroup=str(label),
+                showlegend=col == 1,
+                marker_color=model_color(str(label), pos),
+                error_y={"type": "data", "array": [_num(std.get(k)) for k in items], "visible": True},
+                hovertemplate=f"{label}<br>%{{x}}: %{{y:.4g}} ± %{{error_y.array:.2g}}<extra></extra>",
+                row=1,
+                col=col,
+            )
+    n = next(iter(heldouts.values())).get("n")
+    batches = next(iter(heldouts.values())).get("batches")
+    title = title or (f"Held-out {family} terms, mean ± std over {batches} batches ({n} images, eval mode)")
+    return _finish(fig, title, 380)
+
+
+def cosine_reference_figure(stats: Mapping[str, Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Salient/redundant paired cosine per stage next to the random-pair cosine of the same layer.
+
+    Parameters
+    ----------
+    stats : dict label -> dict
+        Per model ``{"paired": {stage: v}, "random": {stage: v}}`` and optionally ``paired_std`` / ``random_std``
+        (:func:`tffd_viz.verdicts.channel_cosine_stats`).
+
+    Returns
+    -------
+    go.Figure
+        Per model two bar traces, ``"<label>: salient/redundant pairs"`` (solid) and ``"<label>: random pairs"``
+        (hatched); a paired bar above its random bar means partners more alike than any two channels.
+    """
+    if not stats:
+        raise TffdVizError("cosine_reference_figure: stats is empty; give e.g. {'A': stats_a, 'B': stats_b}")
+    fig = go.Figure()
+    for pos, (label, s) in enumerate(stats.items()):
+        color = model_color(str(label), pos)
+        for key, name, pattern in (
+            ("paired", "salient/redundant pairs", ""),
+            ("random", "random pairs", "/"),
+        ):
+            values = s.get(key) or {}
+            std = s.get(f"{key}_std") or {}
+            items = list(values)
+            err = [_num(std.get(k)) for k in items]
+            fig.add_bar(
+                x=items,
+                y=[_num(values[k]) for k in items],
+                name=f"{label}: {name}",
+                marker={
+                    "color": color,
+                    "pattern": {"shape": pattern},
+                    "opacity": 1.0 if not pattern else 0.55,
+                },
+                error_y={"type": "data", "array": err, "visible": any(math.isfinite(e) for e in err)},
+                hovertemplate=f"{label}, {name}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+    fig.update_yaxes(title_text="mean cosine")
+    return _finish(fig, title or "Paired cosine vs the cosine of random channel pairs of the same layer", 380)
+
+
+def cka_reference_figure(
+    cka_ab: Mapping[str, float],
+    seed_values: Mapping[str, Sequence[float]],
+    label: str = "A vs B",
+    title: str | None = None,
+) -> go.Figure:
+    """A-vs-B CKA of each layer against the seed-to-seed CKA (two seeds of one configuration).
+
+    Parameters
+    ----------
+    cka_ab : dict layer -> CKA of A's layer with B's
+    seed_values : dict layer -> seed-to-seed CKAs
+    label : str
+
+    Returns
+    -------
+    go.Figure
+        Trace ``"seed to seed"`` (grey dots, one per seed pair), trace ``"lowest seed-to-seed"`` (the reference
+        line a change of method must fall below) and trace ``label`` (the A-vs-B values).
+    """
+    layers = list(cka_ab)
+    fig = go.Figure()
+    xs = [layer for layer in layers for _ in seed_values.get(layer, ())]
+    ys = [float(v) for layer in layers for v in seed_values.get(layer, ())]
+    if ys:
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            name="seed to seed",
+            marker={"color": "#9a9a9a", "size": 8},
+            hovertemplate="%{x}: seed-to-seed CKA %{y:.3f}<extra></extra>",
+        )
+        ref = [min(seed_values[layer]) if seed_values.get(layer) else None for layer in layers]
+        fig.add_scatter(
+            x=layers,
+            y=ref,
+            mode="lines+markers",
+            name="lowest seed-to-seed",
+            line={"color": "#555", "dash": "dash"},
+            marker={"symbol": "line-ew-open", "size": 14},
+            hovertemplate="%{x}: lowest seed-to-seed CKA %{y:.3f}<extra></extra>",
+        )
+    fig.add_scatter(
+        x=layers,
+        y=[float(cka_ab[k]) for k in layers],
+        mode="markers+lines",
+        name=label,
+        marker={"color": model_color("B"), "size": 11, "symbol": "diamond"},
+        hovertemplate=f"%{{x}}: {label} CKA %{{y:.3f}}<extra></extra>",
+    )
+    fig.update_yaxes(title_text="linear CKA, same layer")
+    note = "" if ys else " (no second seed shipped: no reference)"
+    return _finish(fig, title or f"CKA of the same layer: {label} against seed to seed{note}", 360)
+
+
+def noise_ratio_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Every what-changed row as ``(B − A) / noise``: bars beyond ±1 are the differences written up.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`tffd_viz.verdicts.what_changed` rows; rows without a noise reference or a difference are left out.
+
+    Returns
+    -------
+    go.Figure
+        One horizontal bar trace (``x`` the ratio, ``y`` "quantity · item"), beyond-noise bars in B's colour,
+        dotted lines at ±1.
+    """
+    kept = [r for r in rows if r.get("noise ±") and r.get("B − A") is not None and math.isfinite(r["B − A"])]
+    labels = [f"{r['quantity']} · {r['item']}" if r["item"] else r["quantity"] for r in kept]
+    ratio = [float(r["B − A"]) / float(r["noise ±"]) for r in kept]
+    colors = [model_color("B") if abs(v) > 1 else "#b0b0b0" for v in ratio]
+    fig = go.Figure(
+        go.Bar(
+            x=ratio,
+            y=labels,
+            orientation="h",
+            marker_color=colors,
+            customdata=[[r["verdict"], r["noise source"]] for r in kept],
+            hovertemplate="%{y}<br>(B − A) / noise = %{x:.2f} (%{customdata[1]})<br>"
+            "%{customdata[0]}<extra></extra>",
+        )
+    )
+    for x in (-1, 1):
+        fig.add_vline(x=x, line={"dash": "dot", "color": "#555"})
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="(B − A) / noise reference (beyond ±1: written up)")
+    return _finish(fig, title or "A vs B: each difference over its noise", max(300, 80 + 18 * len(kept)))
+
+
+def saliency_gap_figure(scores_by_model: Mapping[str, Any], tap: str = "") -> go.Figure:
+    """:func:`tffd_viz.plots.saliency_bars_figure` on a y axis that spans the scores (not from 0).
+
+    Saliencies of one layer often differ by a few percent; from 0 the salient/redundant gap is invisible.
+    The axis spans ``[min - 10 % of the range, max + 10 %]`` and each panel's title gives the mean of the
+    salient half over the mean of the redundant half.
+
+    Returns
+    -------
+    go.Figure
+        As :func:`tffd_viz.plots.saliency_bars_figure`, with a ``"zero"`` annotation saying where the axis starts.
+    """
+    fig = saliency_bars_figure(scores_by_model, tap=tap)
+    values = [np.asarray(v, dtype=float).ravel() for v in scores_by_model.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    if finite.size == 0:
+        return fig
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
+    fig.update_yaxes(range=[lo - pad, hi + pad])
+    gaps = []
+    for label, v in zip(scores_by_model, values):
+        s = np.sort(v[np.isfinite(v)])[::-1]
+        k = s.size // 2
+        if k and s[s.size - k :].mean() > 0:
+            gaps.append(f"{label}: salient/redundant mean {s[:k].mean() / s[s.size - k :].mean():.3f}×")
+    fig.add_annotation(
+        name="zero",
+        text=f"y axis from {lo - pad:.3g}, not 0 · " + " · ".join(gaps),
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=1.06,
+        showarrow=False,
+        xanchor="left",
+        font={"size": 11},
+    )
+    fig.update_layout(margin=_MARGIN)
+    return fig
+
+
+def _confusions(confusions: Mapping[str, Any], figure: str) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for label, m in confusions.items():
+        a = np.asarray(m.numpy() if hasattr(m, "numpy") else m, dtype=float)
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:
+            raise TffdVizError(
+                f"{figure}: confusion matrix of {label!r} must be square (K, K), got {a.shape}"
+            )
+        out.append((str(label), a))
+    if not out:
+        raise TffdVizError(f"{figure}: confusions is empty; give e.g. {{'A': matrix_a, 'B': matrix_b}}")
+    return out
+
+
+def class_error_figure(
+    confusions: Mapping[str, Any], class_names: Sequence[str], title: str | None = None
+) -> go.Figure:
+    """Per-class error (%) of each model, grouped bars: compact where accuracies are near 100 %.
+
+    Parameters
+    ----------
+    confusions : dict label -> array (K, K)
+        Counts, rows = true class.
+    class_names : K str
+
+    Returns
+    -------
+    go.Figure
+        One bar trace per model, ``y[k] = 100 * (1 - m[k, k] / m[k].sum())`` (NaN for an absent class);
+        ``customdata`` the wrong and total counts.
+    """
+    mats = _confusions(confusions, "class_error_figure")
+    fig = go.Figure()
+    for pos, (label, m) in enumerate(mats):
+        total = m.sum(axis=1)
+        wrong = total - np.diag(m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.where(total > 0, 100.0 * wrong / total, np.nan)
+        fig.add_bar(
+            x=list(class_names),
+            y=err,
+            name=label,
+            marker_color=model_color(label, pos),
+            customdata=np.stack([wrong, total], axis=1),
+            hovertemplate=f"{label}<br>class %{{x}}: %{{y:.1f}} % wrong "
+            "(%{customdata[0]:.0f} of %{customdata[1]:.0f})<extra></extra>",
+        )
+    fig.update_xaxes(type="category", title_text="true class")
+    fig.update_yaxes(title_text="error (% of the class)", rangemode="tozero")
+    n_wrong = ", ".join(f"{label} {int(m.sum() - np.trace(m))}" for label, m in mats)
+    return _finish(fig, title or f"Errors per class (images wrong: {n_wrong})", 320)
+
+
+def confusion_pair_figure(
+    confusions: Mapping[str, Any],
+    class_names: Sequence[str],
+    normalize: bool = True,
+    title: str = "Confusion matrices (rows = true class)",
+) -> go.Figure:
+    """Confusion matrices of several models side by side in one figure, on one colour scale.
+
+    Parameters
+    ----------
+    confusions : dict label -> array (K, K)
+    class_names : K str
+    normalize : bool
+        Cells as % of the true class (else counts).
+
+    Returns
+    -------
+    go.Figure
+        One heatmap per model (``z`` the percentages or counts), one shared colour bar.
+    """
+    mats = _confusions(confusions, "confusion_pair_figure")
+    fig = make_subplots(
+        rows=1, cols=len(mats), subplot_titles=[label for label, _ in mats], horizontal_spacing=0.06
+    )
+    zs = []
+    for _, m in mats:
+        if normalize:
+            total = m.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                zs.append(np.where(total > 0, 100.0 * m / total, np.nan))
+        else:
+            zs.append(m)
+    zmax = max(float(np.nanmax(z)) if np.isfinite(z).any() else 1.0 for z in zs)
+    names = list(class_names)
+    annotate = len(names) <= 20
+    for col, ((label, m), z) in enumerate(zip(mats, zs), start=1):
+        fig.add_heatmap(
+            z=z,
+            x=names,
+            y=names,
+            coloraxis="coloraxis",
+            customdata=m,
+            text=np.vectorize(lambda v: "" if not np.isfinite(v) or v == 0 else f"{v:.0f}")(z)
+            if annotate
+            else None,
+            texttemplate="%{text}" if annotate else None,
+            hovertemplate=f"{label}<br>true %{{y}}, predicted %{{x}}: %{{z:.1f}}"
+            " (%{customdata:.0f} images)<extra></extra>",
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(type="category", title_text="predicted class", row=1, col=col)
+        fig.update_yaxes(type="category", autorange="reversed", row=1, col=col)
+    fig.update_layout(
+        coloraxis={
+            "colorscale": "Blues",
+            "cmin": 0,
+            "cmax": zmax,
+            "colorbar": {"title": "% of class" if normalize else "images"},
+        }
+    )
+    return _finish(fig, title, max(380, min(800, 140 + 26 * len(names))))
