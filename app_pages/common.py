@@ -18,7 +18,7 @@ import torch
 
 from app_pages import cache
 from tffd_viz import normalisation as tnorm
-from tffd_viz.data import SIZED_DATASETS
+from tffd_viz.data import card_image_size
 from tffd_viz.errors import TffdVizError
 from tffd_viz.models import MODELS
 
@@ -187,10 +187,7 @@ def _loaded_card(ref: cache.ModelRef, slot: str) -> dict | None:
 def dataset_image_size(card: dict, name: str) -> int | None:
     """The image size to load ``name`` at for a model with ``card``: its ``input_size`` where the dataset has
     sized forms (the lazy image folder at 224 for the torchvision architectures), else None (32x32 in memory)."""
-    size = card.get("input_size")
-    if name in SIZED_DATASETS and isinstance(size, int) and size > 32:
-        return size
-    return None
+    return card_image_size(card, name)
 
 
 def _dataset_ui(card_a: dict) -> tuple[str, str | None, int | None] | None:
@@ -300,12 +297,13 @@ def sidebar() -> Selection | None:
     size = len(bundle.split(split))
     large = image_size is not None  # 224-pixel images: ~50x the memory and compute of 32-pixel ones
     n_max = min(MAX_IMAGES_LARGE if large else 2048, size)
+    n_param = f"n{image_size}" if large else "n"  # each input size keeps its own batch size (n224: 64 by default)
     n = st.sidebar.slider("Images", min_value=4, max_value=n_max,
-                          value=_qp_int("n", DEFAULT_IMAGES_LARGE if large else 256, 4, n_max), step=4, key="n",
+                          value=_qp_int(n_param, DEFAULT_IMAGES_LARGE if large else 256, 4, n_max), step=4, key="n",
                           help=f"{image_size}x{image_size} images are decoded on demand; at most {n_max}."
                           if large else None)
     seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=_qp_int("seed", 0, 0, 2**31 - 1), key="seed")
-    st.query_params.update({"split": split, "n": str(n), "seed": str(int(seed))})
+    st.query_params.update({"split": split, n_param: str(n), "seed": str(int(seed))})
     batch_ref = cache.BatchRef(name, split, int(n), int(seed), root, image_size)
     try:
         ref_a, ref_b = (_normalisation_ui(slot, ref, card, bundle, batch_ref)

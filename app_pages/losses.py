@@ -79,9 +79,15 @@ if not reports:
     st.stop()
 
 st.subheader("Held-out terms: the whole test split, with their spread")
+# 224-pixel models (ImageNet): the whole split is up to 50,000 images, hours on a CPU, so it waits to be asked for
+skip_heldout = bool(sel.batch.image_size) and not st.toggle(
+    f"Measure on the whole {sel.batch.split} split ({len(cache.batch_split(sel.batch))} images of "
+    f"{sel.batch.image_size}x{sel.batch.image_size}; slow on a CPU)", value=False, key="losses-heldout-large")
+if skip_heldout:
+    st.caption("Not measured yet: switch it on above. The sample batch below is measured now.")
 try:
     with st.spinner("Held-out terms of both models (and their other seeds) ..."):
-        comp = comparison(sel)
+        comp = None if skip_heldout else comparison(sel)
 except TffdVizError as exc:
     show_error(exc, "Held-out terms")
     comp = None

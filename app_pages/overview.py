@@ -20,7 +20,8 @@ st.title("Overview")
 intro(
     "Model **A** and model **B** side by side: what their cards say (architecture, recipe, lambdas, accuracy) and "
     "what they do on the sample batch chosen in the sidebar. The accuracies and confusion matrices are recomputed "
-    "now on that batch (rows = true class, columns = prediction); the gallery shows the images on which A and B "
+    "now on that batch (rows = true class, columns = prediction; when both models are near 100 %, the errors per "
+    "class instead); the gallery shows the images on which A and B "
     "predict different classes, and the curves how training went, epoch by epoch, from the history in each card."
 )
 sel = selection()
@@ -98,10 +99,11 @@ for col, (key, summary) in zip(cols, summaries.items()):
         if trained_elsewhere(cards[key]):
             best = cards[key].get("best_acc")
             st.caption(DATA_COPY_CAVEAT + (f" Its file reports {best:.2f} %." if best is not None else ""))
-        show_figure(cache.run_resource("tffd_viz.plots:confusion_figure", summary["confusion"].numpy(),
-                                       list(sel.classes), normalize=normalize,
-                                       title=f"Confusion matrix, {key}: {sel.label(key)}"),
-                    key=f"conf-{key}", name=f"confusion_{key}")
+# one full-width figure: per-class errors when both models are near 100 %, else both matrices side by side
+show_figure(cache.run_resource("tffd_viz.noise_plots:accuracy_breakdown_figure",
+                               {f"{key} · {sel.label(key)}": s["confusion"].numpy() for key, s in summaries.items()},
+                               list(sel.classes), normalize=normalize),
+            key="confusion", name="confusion")
 
 # ------------------------------------------------------------------------------------------------
 labels = cache.batch(sel.batch)["labels"]

@@ -39,7 +39,8 @@ for key, ref in sel.refs().items():
 if not rankings:
     st.stop()
 overlay = st.toggle("One panel (bars of A and B side by side)", value=False, key="ranking-overlay")
-show_figure(cache.run_resource("tffd_viz.plots:saliency_bars_figure", {labels[k]: r.scores for k, r in rankings.items()},
+# the y axis spans the scores (not from 0): the salient/redundant gap is a few percent of the scores
+show_figure(cache.run_resource("tffd_viz.noise_plots:saliency_gap_figure", {labels[k]: r.scores for k, r in rankings.items()},
                                tap=layer, overlay=overlay), key="saliency", name=f"saliency_{layer}")
 cols = st.columns(len(rankings))
 for col, (key, r) in zip(cols, rankings.items()):

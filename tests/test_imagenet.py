@@ -21,9 +21,10 @@ from PIL import Image
 from safetensors.torch import save as safetensors_save
 
 from tffd_viz.checkpoints import load_checkpoint, save_checkpoint
-from tffd_viz.data import load_dataset, sample_batch, sample_indices
+from tffd_viz.data import card_image_size, load_dataset, sample_batch, sample_indices
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.features import extract_features, pass_batch_size
+from tffd_viz.heldout import write_heldout_terms
 from tffd_viz.imagefolder import (
     RRC_ATTEMPTS,
     RRC_RATIO,
@@ -197,6 +198,9 @@ def test_lazy_folder_with_val_split(tree):
         load_dataset("imagefolder", tree)
     with pytest.raises(DataError, match="32x32 only"):
         load_dataset("cifar10", tree, image_size=224)
+    assert card_image_size({"input_size": 224}, "imagefolder") == 224
+    assert [card_image_size(c, n) for c, n in [({"input_size": 224}, "cifar10"), ({"input_size": 32}, "imagefolder"),
+                                                ({}, "imagefolder")]] == [None, None, None]
 
 
 def test_eval_transform_matches_a_restatement(tmp_path):
@@ -329,6 +333,9 @@ def test_imagenet_recipe_one_short_epoch_on_a_tiny_folder(tree, tmp_path):
     loaded, loaded_card = load_checkpoint(out.with_suffix(".safetensors"))
     assert loaded_card["input_size"] == 224 and loaded_card["recipe"] == "imagenet"
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert card["heldout_terms"]["n"] == 6  # the 6 images of val/, at 224, written at the end of training
+    again = write_heldout_terms(out.with_suffix(".safetensors"), str(tree))  # tffd-viz heldout
+    assert again["n"] == 6 and again["intra"] == card["heldout_terms"]["intra"]
 
 
 @pytest.mark.slow

@@ -132,3 +132,33 @@ def test_class_error_and_confusion_pair_figures() -> None:
     assert pair.layout.coloraxis.cmax == 100.0
     with pytest.raises(TffdVizError, match="square"):
         NP.class_error_figure({"A": np.ones((2, 3))}, ["x", "y"])
+
+
+def test_saliency_gap_figure_overlay_keeps_the_axis_off_zero() -> None:
+    scores = {"A": np.array([2.0, 2.1, 2.2, 2.4]), "B": np.array([2.05, 2.1, 2.3, 2.35])}
+    fig = NP.saliency_gap_figure(scores, tap="l1", overlay=True)
+    assert len(fig.data) == 2 and "yaxis2" not in fig.to_dict()["layout"]  # one panel
+    lo, hi = fig.layout.yaxis.range
+    assert lo == pytest.approx(2.0 - 0.04) and hi == pytest.approx(2.4 + 0.04) and lo > 0
+
+
+@pytest.mark.parametrize(
+    "b, drawn",
+    [
+        (np.array([[10, 0, 0], [0, 10, 0], [0, 0, 10]]), "errors"),  # both at 100 %
+        (np.array([[10, 0, 0], [2, 8, 0], [0, 0, 10]]), "matrices"),  # B at 93.3 % < ERROR_BARS_ABOVE
+    ],
+)
+def test_accuracy_breakdown_figure_picks_errors_near_100_percent(b, drawn) -> None:
+    a = np.diag([10, 10, 10])
+    fig = NP.accuracy_breakdown_figure({"A": a, "B": b}, ["x", "y", "z"], normalize=False)
+    if drawn == "errors":
+        assert [t.type for t in fig.data] == ["bar", "bar"] and all(len(t.y) == 3 for t in fig.data)
+        assert fig.layout.title.text.startswith("Errors per class")
+    else:
+        assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+        assert np.asarray(fig.data[1].z).tolist() == b.tolist()  # counts: normalize=False is passed on
+        assert fig.layout.height == max(380, min(800, 140 + 26 * 3))
+    # the threshold is the rule: lowered below B's 93.3 %, the errors are drawn
+    low = NP.accuracy_breakdown_figure({"A": a, "B": b}, ["x", "y", "z"], error_bars_above=90.0)
+    assert [t.type for t in low.data] == ["bar", "bar"]

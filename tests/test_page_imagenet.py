@@ -50,7 +50,7 @@ def _run(page: str, root: str, **query: object):
     if not (APP.parent / f"app_pages/{page}.py").is_file() or f"app_pages/{page}.py" not in declared_pages():
         pytest.skip(f"app_pages/{page}.py is not declared by the app")
     at = AppTest.from_file(str(APP), default_timeout=600)
-    for key, value in {**PAIR, "n": N, "dataset": "imagefolder", "root": root, **query}.items():
+    for key, value in {**PAIR, "n224": N, "dataset": "imagefolder", "root": root, **query}.items():
         at.query_params[key] = str(value)
     at.switch_page(f"app_pages/{page}.py")
     at.run()

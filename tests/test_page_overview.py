@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,6 +34,34 @@ def _metric(at, prefix: str):
     return found[0]
 
 
+def _assert_breakdown(figures, a: str, b: str, n: int) -> None:
+    """One full-width figure for both models: per-class errors (one bar per class and model) when both are at
+    or above ERROR_BARS_ABOVE on the batch, else both confusion matrices side by side, each summing to ``n``."""
+    from tffd_viz.noise_plots import ERROR_BARS_ABOVE
+
+    images, labels = sample_batch("digits", "test", n=n, seed=0)
+    found = [f for f in figures if f.layout.title.text.startswith(("Errors per class", "Confusion matrices"))]
+    assert len(found) == 1, [f.layout.title.text for f in figures]
+    fig = found[0]
+    assert [t.name for t in fig.data] == [f"A · {a}", f"B · {b}"] or [
+        ann.text for ann in fig.layout.annotations
+    ] == [f"A · {a}", f"B · {b}"]  # bar names, or the matrices' subplot titles
+    classes = list(range(10))  # digits
+    if min(_accuracy_now(a, n), _accuracy_now(b, n)) >= ERROR_BARS_ABOVE:
+        assert [t.type for t in fig.data] == ["bar", "bar"] and all(len(t.y) == len(classes) for t in fig.data)
+        for trace, name in zip(fig.data, (a, b)):
+            pred = _predictions(name, n)
+            want = [100.0 * float((pred[labels == k] != k).sum()) / max(1, int((labels == k).sum())) for k in classes]
+            present = [int((labels == k).sum()) > 0 for k in classes]
+            got = np.asarray(trace.y, dtype=float)
+            assert np.allclose(got[present], np.asarray(want)[present])
+    else:
+        assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+        assert {fig.data[0].xaxis, fig.data[1].xaxis} == {"x", "x2"}  # side by side in one figure
+        assert all(int(np.asarray(t.customdata).sum()) == n for t in fig.data)  # counts of the whole batch
+        assert fig.layout.height == max(380, min(800, 140 + 26 * len(classes)))
+
+
 def test_overview_values_match_the_library(app_at, assert_app_ok, chart_figures):
     at = app_at(n=32)
     assert_app_ok(at)
@@ -43,12 +72,8 @@ def test_overview_values_match_the_library(app_at, assert_app_ok, chart_figures)
     assert _metric(at, f"B: {b}").value == f"{_accuracy_now(b, 32):.2f} %"
     figures = chart_figures(at)
     titles = [f.layout.title.text for f in figures]
-    assert any(t.startswith("Confusion matrix, A") for t in titles)
-    assert any(t.startswith("Confusion matrix, B") for t in titles)
     assert any(t.startswith("Training curves") for t in titles)
-    # the confusion matrix sums to the batch size
-    conf = next(f for f in figures if f.layout.title.text.startswith("Confusion matrix, A"))
-    assert int(conf.data[0].z.sum()) == 32
+    _assert_breakdown(figures, a, b, 32)
     # the disagreement count is the number of differing predictions
     differ = int((_predictions(a, 32) != _predictions(b, 32)).sum())
     assert any(h.value.startswith(f"Where A and B disagree ({differ} of 32") for h in at.subheader)
@@ -121,6 +146,32 @@ def test_a_valid_upload_is_used_like_a_shipped_checkpoint(app_at, assert_app_ok)
     at.file_uploader(key="upload-A").upload("mine.safetensors", data).run()
     assert_app_ok(at)
     assert _metric(at, "A: mine.safetensors").value == f"{_accuracy_now(name, 16):.2f} %"
+
+
+def test_an_untrained_model_gets_both_confusion_matrices_side_by_side(app_at, assert_app_ok, chart_figures, tmp_path):
+    """Below ERROR_BARS_ABOVE the overview draws both matrices in one full-width figure (counts per cell)."""
+    from app_pages.common import UPLOAD
+    from tffd_viz.checkpoints import save_checkpoint
+    from tffd_viz.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_chans=1).eval()
+    data = save_checkpoint(model, {"dataset": "digits"}, tmp_path / "untrained").read_bytes()
+    at = app_at(n=16)
+    b = at.query_params["b"]
+    at.selectbox(key="model-A").set_value(UPLOAD).run()
+    at.file_uploader(key="upload-A").upload("untrained.safetensors", data).run()
+    assert_app_ok(at)
+    assert float(_metric(at, "A: untrained.safetensors").value.removesuffix(" %")) < 99.0
+    fig = next(f for f in chart_figures(at) if f.layout.title.text.startswith("Confusion matrices"))
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"] and {t.xaxis for t in fig.data} == {"x", "x2"}
+    assert [a.text for a in fig.layout.annotations][:2] == ["A · untrained.safetensors", f"B · {b}"]
+    assert all(int(np.asarray(t.customdata).sum()) == 16 for t in fig.data)  # each counts the whole batch
+    assert fig.layout.height == max(380, min(800, 140 + 26 * 10))
+    at.toggle(key="ov-normalize").set_value(True).run()
+    fig = next(f for f in chart_figures(at) if f.layout.title.text.startswith("Confusion matrices"))
+    rows = np.nansum(np.asarray(fig.data[1].z, dtype=float), axis=1)
+    assert np.allclose(rows[rows > 0], 100.0)  # % of each true class
 
 
 def test_overview_what_changed_restates_the_heldout_terms_and_writes_the_finding(app_at, assert_app_ok):

@@ -26,6 +26,16 @@ def _figure(figures, title_start: str):
     return found[0]
 
 
+def _assert_axis_shows_the_gap(bars) -> None:
+    """Every panel's y axis spans the scores of all models, 10 % of their range either side (not from 0)."""
+    ys = np.concatenate([np.asarray(t.y, dtype=float) for t in bars.data if t.type == "bar"])
+    lo, hi = float(ys.min()), float(ys.max())
+    axes = [v for k, v in bars.to_dict()["layout"].items() if k.startswith("yaxis")]
+    assert axes and all(ax["range"] == pytest.approx([lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)]) for ax in axes)
+    assert lo > 0.1 * (hi - lo)  # the shipped saliencies are positive and close: from 0 the gap would not show
+    assert all(ax["range"][0] > 0 for ax in axes)
+
+
 def test_ranking_defaults_match_the_library(app_at, assert_app_ok, chart_figures):
     at = app_at("ranking", n=24)
     assert_app_ok(at)
@@ -43,6 +53,7 @@ def test_ranking_defaults_match_the_library(app_at, assert_app_ok, chart_figures
     figures = chart_figures(at)
     bars = _figure(figures, "Channel saliency, sorted")
     np.testing.assert_allclose(np.asarray(bars.data[0].y, dtype=float), np.sort(saliency)[::-1], rtol=1e-5)
+    _assert_axis_shows_the_gap(bars)
     # the agreement heatmap of A is the library's rank correlation of the picked criteria
     picked = at.multiselect(key="ranking-criteria").value
     assert "tffd" in picked and len(picked) >= 4
@@ -55,6 +66,12 @@ def test_ranking_defaults_match_the_library(app_at, assert_app_ok, chart_figures
     split = _figure(figures, "Stability of the salient/redundant split")
     order = np.argsort(ref["rank"], kind="stable")
     np.testing.assert_allclose(np.asarray(split.data[0].y, dtype=float), ref["p_salient"][order])
+    # one panel: the same axis off zero
+    at.toggle(key="ranking-overlay").set_value(True).run()
+    assert_app_ok(at)
+    one = _figure(chart_figures(at), "Channel saliency, sorted")
+    assert "yaxis2" not in one.to_dict()["layout"]
+    _assert_axis_shows_the_gap(one)
     del labels
 
 

@@ -10,7 +10,7 @@ from conftest import CHECKPOINTS, CIFAR_ROOT, cifar_pair
 
 from tffd_viz.checkpoints import load_checkpoint
 from tffd_viz.data import load_dataset
-from tffd_viz.whatif import ARM_LABELS, ARMS, WhatIf, WhatIfConfig, train_command
+from tffd_viz.whatif import ARM_LABELS, ARMS, WhatIf, WhatIfConfig, default_steps, train_command
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 QUERY = {"lambda_intra": "1.0", "lambda_inter": "0.0", "stages": "layer2,layer3", "pairs": ""}
@@ -71,6 +71,16 @@ def test_whatif_reads_the_losses_choices_runs_and_states_the_answer(app_at, asse
     assert_app_ok(at)
     assert at.get("progress")[0].proto.value == 100 and at.code[0].value == result["command"]
     assert at.query_params["lambda_intra"] == "1.0" and at.query_params["stages"] == "layer2,layer3"
+    assert at.query_params["whatif_steps"] == "3" and at.query_params["whatif_heldout"] == "48"
+
+
+def test_steps_and_heldout_images_come_from_the_url_clamped_to_their_ranges(app_at, assert_app_ok):
+    at = app_at("whatif", n=16, whatif_steps="7", whatif_heldout="3")
+    assert_app_ok(at)
+    assert at.number_input(key="whatif-steps").value == 7
+    assert at.number_input(key="whatif-heldout").value == 8  # the least the what-if takes
+    at = app_at("whatif", n=16, whatif_steps="many")
+    assert at.number_input(key="whatif-steps").value == default_steps("digits")  # not a number: the default
 
 
 def test_a_stopped_run_keeps_its_steps_and_compares_at_that_step(app_at, assert_app_ok):

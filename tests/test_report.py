@@ -23,6 +23,7 @@ from tffd_viz.cli import main
 from tffd_viz.data import sample_batch
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.models import create_model, extract_taps
+from tffd_viz.normalisation import DATA_COPY_CAVEAT
 from tffd_viz.report import (
     SECTIONS,
     SUMMARY_COLUMNS,
@@ -230,6 +231,8 @@ def test_what_changed_rows_restate_the_heldout_terms_and_the_seed_noise(sections
         if not beyond:
             assert f"{quantity}, {item}:" not in changed.intro
     assert "λ_intra" in changed.intro and "the paper's" in changed.intro
+    # both shipped models were trained by tffd-viz: no data-copy caveat (it is for models trained elsewhere)
+    assert DATA_COPY_CAVEAT not in changed.intro
 
 
 def test_a_raw_term_that_falls_with_the_energy_reads_as_a_drop_of_energy(sections: list) -> None:

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from tffd_viz.errors import DataError
 
 __all__ = [
-    "DATASETS", "SIZED_DATASETS", "ImageDataset", "DatasetBundle", "load_dataset", "sample_batch", "sample_indices",
+    "DATASETS", "SIZED_DATASETS", "ImageDataset", "card_image_size", "DatasetBundle", "load_dataset", "sample_batch", "sample_indices",
     "default_data_root", "images_from_files", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
 ]
 
@@ -461,6 +461,16 @@ def _load_cached(name: str, root: str | None, download: bool, data_env: str | No
                             f"{image_size}; datasets at other sizes: {sorted(SIZED_DATASETS)}")
         return SIZED_DATASETS[name](root, image_size)
     return DATASETS[name](root, download)
+
+
+def card_image_size(card: dict, name: str) -> int | None:
+    """The ``image_size`` to load dataset ``name`` at for a model with ``card``: the card's ``input_size`` where
+    the dataset has sized forms (:data:`SIZED_DATASETS`; 224 for the torchvision architectures) and it is above 32,
+    else None (the in-memory 32x32 dataset)."""
+    size = card.get("input_size")
+    if name in SIZED_DATASETS and isinstance(size, int) and not isinstance(size, bool) and size > IMAGE_SIZE:
+        return size
+    return None
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,

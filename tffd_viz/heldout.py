@@ -231,7 +231,7 @@ def write_heldout_terms(path: str | os.PathLike[str], data_root: str | os.PathLi
         For a file that is not a tffd-viz safetensors checkpoint or whose card names no dataset.
     """
     from tffd_viz.checkpoints import load_checkpoint, save_checkpoint
-    from tffd_viz.data import load_dataset
+    from tffd_viz.data import card_image_size, load_dataset
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -239,7 +239,9 @@ def write_heldout_terms(path: str | os.PathLike[str], data_root: str | os.PathLi
     model, card = load_checkpoint(path)
     if not card.get("dataset"):
         raise CheckpointError(f"the card of {str(path)!r} names no dataset; cannot pick the held-out split")
-    test = card_normalised_split(load_dataset(card["dataset"], data_root).test, card)
+    image_size = card_image_size(card, card["dataset"])  # 224: the lazily decoded image folder (ImageNet's mean/std)
+    split = load_dataset(card["dataset"], data_root, image_size=image_size).test
+    test = split if image_size else card_normalised_split(split, card)
     terms = heldout_terms(model, test, batch_size=batch_size, taps=card.get("taps") or None)
     card["heldout_terms"] = terms
     weights_before = {k: v.clone() for k, v in model.state_dict().items()}

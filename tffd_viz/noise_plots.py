@@ -11,7 +11,7 @@ Companions of :mod:`tffd_viz.verdicts` for the app, the notebooks and the report
 * :func:`noise_ratio_figure`: every row of the what-changed table as its difference over its noise;
 * :func:`saliency_gap_figure`: sorted saliency bars on an axis that shows the salient/redundant gap;
 * :func:`class_error_figure` and :func:`confusion_pair_figure`: per-class errors of A and B in one panel, or both
-  confusion matrices side by side.
+  confusion matrices side by side; :func:`accuracy_breakdown_figure` picks one by the models' accuracy.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from tffd_viz.errors import TffdVizError
 from tffd_viz.plots import TEMPLATE, model_color, saliency_bars_figure
 
 __all__ = [
+    "ERROR_BARS_ABOVE",
+    "accuracy_breakdown_figure",
     "class_error_figure",
     "cka_reference_figure",
     "confusion_pair_figure",
@@ -36,6 +38,9 @@ __all__ = [
     "noise_ratio_figure",
     "saliency_gap_figure",
 ]
+
+ERROR_BARS_ABOVE: float = 99.0
+"""Accuracy (%) that every model must reach for :func:`accuracy_breakdown_figure` to draw per-class errors."""
 
 _MARGIN = {"l": 60, "r": 20, "t": 70, "b": 50}
 
@@ -252,19 +257,28 @@ def noise_ratio_figure(rows: Sequence[Mapping[str, Any]], title: str | None = No
     return _finish(fig, title or "A vs B: each difference over its noise", max(300, 80 + 18 * len(kept)))
 
 
-def saliency_gap_figure(scores_by_model: Mapping[str, Any], tap: str = "") -> go.Figure:
+def saliency_gap_figure(scores_by_model: Mapping[str, Any], tap: str = "", overlay: bool = False) -> go.Figure:
     """:func:`tffd_viz.plots.saliency_bars_figure` on a y axis that spans the scores (not from 0).
 
     Saliencies of one layer often differ by a few percent; from 0 the salient/redundant gap is invisible.
     The axis spans ``[min - 10 % of the range, max + 10 %]`` and each panel's title gives the mean of the
     salient half over the mean of the redundant half.
 
+    Parameters
+    ----------
+    scores_by_model : dict label -> array (C,)
+        Per-channel saliency of one layer per model.
+    tap : str
+        Layer name, shown in the title.
+    overlay : bool
+        One axes with grouped bars instead of one panel per model (as :func:`tffd_viz.plots.saliency_bars_figure`).
+
     Returns
     -------
     go.Figure
         As :func:`tffd_viz.plots.saliency_bars_figure`, with a ``"zero"`` annotation saying where the axis starts.
     """
-    fig = saliency_bars_figure(scores_by_model, tap=tap)
+    fig = saliency_bars_figure(scores_by_model, tap=tap, overlay=overlay)
     values = [np.asarray(v, dtype=float).ravel() for v in scores_by_model.values()]
     finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
     if finite.size == 0:
@@ -408,3 +422,39 @@ def confusion_pair_figure(
         }
     )
     return _finish(fig, title, max(380, min(800, 140 + 26 * len(names))))
+
+
+def accuracy_breakdown_figure(
+    confusions: Mapping[str, Any],
+    class_names: Sequence[str],
+    normalize: bool = True,
+    title: str | None = None,
+    error_bars_above: float = ERROR_BARS_ABOVE,
+) -> go.Figure:
+    """Where the models err, in the figure that shows it: per-class errors when every model is near 100 %, else
+    the confusion matrices side by side.
+
+    Parameters
+    ----------
+    confusions : dict label -> array (K, K)
+        Counts, rows = true class.
+    class_names : K str
+    normalize : bool
+        Matrix cells as % of the true class (else counts); unused by the per-class errors.
+    title : str, optional
+        Figure title (default: that of the figure drawn).
+    error_bars_above : float
+        Accuracy (%), ``100 * trace(m) / m.sum()``, that every model must reach for :func:`class_error_figure`;
+        below it for any model, :func:`confusion_pair_figure`.
+
+    Returns
+    -------
+    go.Figure
+        :func:`class_error_figure` or :func:`confusion_pair_figure` of ``confusions``.
+    """
+    mats = _confusions(confusions, "accuracy_breakdown_figure")
+    accuracies = [100.0 * float(np.trace(m)) / float(m.sum()) if m.sum() > 0 else 0.0 for _, m in mats]
+    if min(accuracies) >= error_bars_above:
+        return class_error_figure(confusions, class_names, title=title)
+    kw = {"title": title} if title is not None else {}
+    return confusion_pair_figure(confusions, class_names, normalize=normalize, **kw)

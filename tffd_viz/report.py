@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from tffd_viz import __version__
 from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
-from tffd_viz.data import SIZED_DATASETS, ImageDataset, load_dataset, sample_batch
+from tffd_viz.data import ImageDataset, card_image_size, load_dataset, sample_batch
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.features import extract_features, prediction_summary
 from tffd_viz.importance import channel_scores, get_criterion, rank_agreement
@@ -346,8 +346,7 @@ def load_report_inputs(
     name = dataset or cards["A"].get("dataset")
     if not name:
         raise DataError(f"model A's card ({paths['A']}) names no dataset; pass dataset= (--dataset)")
-    size = cards["A"].get("input_size")  # 224 for torchvision's archs: the lazily decoded image folder
-    image_size = size if name in SIZED_DATASETS and isinstance(size, int) and size > 32 else None
+    image_size = card_image_size(cards["A"], name)  # 224 for torchvision's archs: the lazily decoded image folder
     bundle = load_dataset(name, root, image_size=image_size)
     for key in ("A", "B"):
         _check_fits(key, paths[key], cards[key], name, bundle.in_chans, len(bundle.classes))
