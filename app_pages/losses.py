@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages import cache
 from app_pages.common import intro, selection, show_error, show_figure, show_table
-from app_pages.noise import comparison
+from app_pages.noise import requested_comparison
 from tffd_viz import plots
 from tffd_viz.errors import TffdVizError
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
@@ -79,18 +79,8 @@ if not reports:
     st.stop()
 
 st.subheader("Held-out terms: the whole test split, with their spread")
-# 224-pixel models (ImageNet): the whole split is up to 50,000 images, hours on a CPU, so it waits to be asked for
-skip_heldout = bool(sel.batch.image_size) and not st.toggle(
-    f"Measure on the whole {sel.batch.split} split ({len(cache.batch_split(sel.batch))} images of "
-    f"{sel.batch.image_size}x{sel.batch.image_size}; slow on a CPU)", value=False, key="losses-heldout-large")
-if skip_heldout:
-    st.caption("Not measured yet: switch it on above. The sample batch below is measured now.")
-try:
-    with st.spinner("Held-out terms of both models (and their other seeds) ..."):
-        comp = None if skip_heldout else comparison(sel)
-except TffdVizError as exc:
-    show_error(exc, "Held-out terms")
-    comp = None
+comp = requested_comparison(sel, "losses-heldout-large", "Held-out terms of both models (and their other seeds) ...",
+                            "Held-out terms")
 if comp is not None:
     held = {labels[key]: comp["measures"][key]["heldout"] for key in ("A", "B")}
     st.caption(f"Eval mode, {comp['n']} {comp['split']} images in {held[labels['A']]['batches']} batches (each "

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import streamlit as st
+
 from app_pages import cache
-from app_pages.common import Selection
+from app_pages.common import Selection, show_error
+from tffd_viz.errors import TffdVizError
 from tffd_viz.verdicts import seed_siblings
 
 
@@ -50,3 +53,22 @@ def comparison(sel: Selection) -> dict[str, Any]:
             key: [cache.CardField(r, "heldout_terms") for r in refs] for key, refs in seeds.items()
         },
     )
+
+
+def requested_comparison(sel: Selection, key: str, spinner: str, what: str) -> dict[str, Any] | None:
+    """:func:`comparison`, shown with a spinner; None (after an error message) when it fails.
+
+    For 224-pixel models (ImageNet) the whole split is up to 50,000 images, hours on a CPU: a toggle (widget
+    ``key``) asks for it first, and until it is on the page says so and returns None.
+    """
+    if sel.batch.image_size and not st.toggle(
+            f"Measure on the whole {sel.batch.split} split ({len(cache.batch_split(sel.batch))} images of "
+            f"{sel.batch.image_size}x{sel.batch.image_size}; slow on a CPU)", value=False, key=key):
+        st.caption("Not measured yet: switch it on above. The sample batch below is measured now.")
+        return None
+    try:
+        with st.spinner(spinner):
+            return comparison(sel)
+    except TffdVizError as exc:
+        show_error(exc, what)
+        return None

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages import cache
 from app_pages.common import intro, selection, show_error, show_figure, show_table
-from app_pages.noise import comparison
+from app_pages.noise import requested_comparison
 from tffd_viz.errors import TffdVizError
 from tffd_viz.normalisation import DATA_COPY_CAVEAT, trained_elsewhere
 from tffd_viz.summary import card_table, config_name, disagreements, seed_groups
@@ -33,18 +33,8 @@ show_table(card_table(cards, names=sel.names), key="cards", name="model_cards")
 
 # ------------------------------------------------------------------------------------------------
 st.subheader("A vs B: what changed, against the noise")
-# 224-pixel models (ImageNet): the whole split is up to 50,000 images, hours on a CPU, so it waits to be asked for
-skip_comparison = bool(sel.batch.image_size) and not st.toggle(
-    f"Measure on the whole {sel.batch.split} split ({len(cache.batch_split(sel.batch))} images of "
-    f"{sel.batch.image_size}x{sel.batch.image_size}; slow on a CPU)", value=False, key="ov-compare-large")
-if skip_comparison:
-    st.caption("Not measured yet: switch it on above. The sample batch below is measured now.")
-try:
-    with st.spinner("Measuring both models (and their other seeds) on the whole test split ..."):
-        comp = None if skip_comparison else comparison(sel)
-except TffdVizError as exc:
-    show_error(exc, "A-vs-B comparison")
-    comp = None
+comp = requested_comparison(sel, "ov-compare-large", "Measuring both models (and their other seeds) on the whole "
+                            "test split ...", "A-vs-B comparison")
 if comp is not None:
     seeded = max(comp["seeds"].values()) >= 2
     noise = (f"the spread over the shipped seeds ({comp['seeds']['A']} of A's configuration, {comp['seeds']['B']} "

@@ -17,12 +17,11 @@ Imports streamlit only in the child process.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.common import REPO_ROOT, Options, check, column, run_start, summary, table, target
+from bench.common import REPO_ROOT, Options, check, column, launched_child, run_start, summary, table, target
 
 NAME = "app_latency"
 TITLE = "App latency (AppTest): first chart, widget change, cached redraw"
@@ -87,17 +86,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _launch(spec: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.app_latency", "--child", json.dumps(spec)]
-    launched = time.time()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=spec["timeout"] * 3 + 60,
-                          check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"errors": [f"child exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"]}
-    out = json.loads(lines[-1])
-    if "first_chart_wall" in out:
-        out["start_to_first_chart"] = out["first_chart_wall"] - launched
-    return out
+    return launched_child("bench.app_latency", spec, spec["timeout"] * 3 + 60)
 
 
 def run(opts: Options) -> dict[str, Any]:

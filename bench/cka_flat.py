@@ -53,14 +53,13 @@ from bench.cka import (
 )
 from bench.common import (
     REPO_ROOT,
-    MemoryProbe,
     Options,
     check,
     column,
     default_data_root,
+    measured_call,
     run_start,
     summary,
-    sync,
     table,
     target,
 )
@@ -275,14 +274,9 @@ def shared_features(inp: Inputs, n: int) -> tuple[Feats, Feats, float]:
 
 
 def _measured(fn: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float, int]:
-    """One call: value, seconds, peak bytes above the memory in use before it (same call)."""
-    with MemoryProbe(device) as probe:
-        sync(device)
-        t0 = time.perf_counter()
-        value = fn()
-        sync(device)
-        seconds = time.perf_counter() - t0
-    return value.detach().to("cpu", torch.float64), seconds, int(probe.result["peak_bytes"])
+    """One call: value (float64, CPU), seconds, peak bytes above the memory in use before it (same call)."""
+    value, seconds, memory = measured_call(fn, device)
+    return value.detach().to("cpu", torch.float64), seconds, int(memory["peak_bytes"])
 
 
 def _needed_bytes(method: Method, n: int) -> int:

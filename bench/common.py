@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 import torch
 
 __all__ = [
-    "REPO_ROOT", "RESULTS_DIR", "Options", "settings_for", "resolve_device", "configure_threads", "machine_info",
+    "REPO_ROOT", "RESULTS_DIR", "Options", "launched_child", "measured_call", "settings_for", "resolve_device", "configure_threads", "machine_info",
     "MAX_LOAD", "BusyMachineError", "load_average_1m", "busy_reason", "git_state",
     "sync", "time_call", "alternate", "summary", "peak_memory", "MemoryProbe", "new_result", "RunStart",
     "run_start", "target", "check",
@@ -190,6 +190,27 @@ def git_state() -> dict[str, Any]:
     dirty = any(not ln.startswith("??") for ln in lines)
     commit = head.stdout.strip()
     return {"commit": commit, "dirty": dirty, "changed": lines[:50], "label": commit[:7] + ("+dirty" if dirty else "")}
+
+
+def launched_child(module: str, spec: Mapping[str, Any], timeout: float,
+                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m <module> --child <spec as JSON>`` in a fresh process and return its last JSON line.
+
+    The child prints one JSON object per line; ``start_to_first_chart`` is added when the child reports
+    ``first_chart_wall`` (wall-clock seconds from this launch, interpreter start included). A failed child gives
+    ``{"errors": ["child exited <code>: <end of its stderr>"]}``.
+    """
+    cmd = [sys.executable, "-m", module, "--child", json.dumps(dict(spec))]
+    launched = time.time()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=None if env is None else dict(env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"errors": [f"child exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"]}
+    out = json.loads(lines[-1])
+    if "first_chart_wall" in out:
+        out["start_to_first_chart"] = out["first_chart_wall"] - launched
+    return out
 
 
 def load_average_1m() -> float | None:
@@ -541,3 +562,15 @@ def write_result(result: dict[str, Any], out: Path, max_load: float = MAX_LOAD, 
     tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
     tmp.replace(path)
     return path
+
+
+def measured_call(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, dict[str, Any]]:
+    """One call of ``fn``: its value, its seconds (device synchronised before and after) and the
+    :class:`MemoryProbe` result of the same call."""
+    with MemoryProbe(device) as probe:
+        sync(device)
+        t0 = time.perf_counter()
+        value = fn()
+        sync(device)
+        seconds = time.perf_counter() - t0
+    return value, seconds, probe.result

@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, Options, check, column, run_start, table, target
+from bench.common import REPO_ROOT, Options, check, column, launched_child, run_start, table, target
 
 NAME = "imagenet"
 TITLE = "ImageNet-size models in the app: ResNet-18 pair, 64 images of 224x224"
@@ -110,16 +109,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _launch(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.imagenet", "--child", json.dumps(spec)]
-    launched = time.time()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=spec["timeout"] * 2 + 60, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"errors": [f"child exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"]}
-    out = json.loads(lines[-1])
-    out["start_to_first_chart"] = out["first_chart_wall"] - launched
-    return out
+    return launched_child("bench.imagenet", spec, spec["timeout"] * 2 + 60, env)
 
 
 def run(opts: Options) -> dict[str, Any]:

@@ -22,17 +22,16 @@ from typing import Any
 import torch
 
 from bench.common import (
-    MemoryProbe,
     Options,
     check,
     column,
     configure_threads,
     default_data_root,
+    measured_call,
     new_result,
     resolve_device,
     settings_for,
     summary,
-    sync,
     table,
     target,
 )
@@ -74,18 +73,6 @@ def stored_cka(feats_a: dict[str, torch.Tensor], feats_b: dict[str, torch.Tensor
     return mb.compute()
 
 
-def _measured(fn: Any, device: torch.device) -> tuple[Any, float, dict[str, Any]]:
-    import time
-
-    with MemoryProbe(device) as probe:
-        sync(device)
-        t0 = time.perf_counter()
-        value = fn()
-        sync(device)
-        seconds = time.perf_counter() - t0
-    return value, seconds, probe.result
-
-
 def run(opts: Options) -> dict[str, Any]:
     """Run every size ``repeats`` times; return the result payload."""
     s = settings_for(DEFAULTS, QUICK, opts)
@@ -119,11 +106,11 @@ def run(opts: Options) -> dict[str, Any]:
     stored_bytes: dict[int, int] = {}
     for _ in range(s["repeats"]):
         for n in sizes:
-            (fa, fb), seconds, mem = _measured(lambda n=n: extract(n), device)
+            (fa, fb), seconds, mem = measured_call(lambda n=n: extract(n), device)
             stored_bytes[n] = sum(t.numel() * t.element_size() for t in [*fa.values(), *fb.values()])
             del fa, fb
             runs.setdefault(("extract (stored)", n), []).append((seconds, mem))
-            _, seconds, mem = _measured(lambda n=n: stream(n), device)
+            _, seconds, mem = measured_call(lambda n=n: stream(n), device)
             runs.setdefault(("CKA streaming", n), []).append((seconds, mem))
 
     rows = []
