@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tffd_viz.data import ImageDataset
 from tffd_viz.errors import CheckpointError, TffdVizError
 from tffd_viz.features import batch_slices, eval_mode, model_device
-from tffd_viz.losses import StageKey, tffd_terms
+from tffd_viz.losses import StageKey, _first_channels, _pooled_to, tffd_terms
 from tffd_viz.models import default_taps, extract_taps
 
 __all__ = ["HELDOUT_KEYS", "card_normalised_split", "heldout_terms", "scale_free_terms", "stage_energy",
@@ -62,11 +62,9 @@ def stage_energy(f: Tensor) -> Tensor:
 
 def _deep_side(shallow: Tensor, deep: Tensor) -> Tensor:
     """The deep map as the inter term reads it: pooled to the pair's common size, first ``min(C_s, C_d)``
-    channels (:func:`tffd_viz.losses.inter_fd`)."""
+    channels (the geometry of :func:`tffd_viz.losses.inter_fd`, through its own pooling helpers)."""
     size = (min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3]))
-    m = min(shallow.shape[1], deep.shape[1])
-    pooled = deep if tuple(deep.shape[2:]) == size else torch.nn.functional.adaptive_avg_pool2d(deep, size)
-    return pooled[:, :m]
+    return _first_channels(_pooled_to(deep, size), min(shallow.shape[1], deep.shape[1]))
 
 
 def scale_free_terms(features: Mapping[str, Tensor], stages: Sequence[StageKey] | None = None,

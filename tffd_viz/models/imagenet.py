@@ -27,6 +27,7 @@ from torchvision.models import MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from tffd_viz.errors import DataError
+from tffd_viz.normalisation import IMAGENET_MEAN, IMAGENET_STD  # one definition, re-exported here
 
 __all__ = [
     "IMAGENET_ARCHS", "IMAGENET_INPUT_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_RESIZE",
@@ -37,8 +38,6 @@ __all__ = [
 IMAGENET_INPUT_SIZE = 224
 #: Shorter side the evaluation transform resizes to before the centre crop (torchvision's reference).
 IMAGENET_RESIZE = 256
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: ResNet name -> (block, blocks per stage), as torchvision's ``resnet18/34/50``.
 RESNET_SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
