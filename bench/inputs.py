@@ -12,7 +12,7 @@ from tffd_viz.errors import DataError
 from tffd_viz.models import create_model
 from tffd_viz.train import augment_batch
 
-__all__ = ["BenchImages", "benchmark_images", "model_pair", "IMAGE_SOURCES"]
+__all__ = ["IMAGE_SOURCES", "BenchImages", "benchmark_images", "model_pair"]
 
 IMAGE_SOURCES: tuple[str, ...] = ("auto", "cifar10", "digits")
 

@@ -131,7 +131,7 @@ class ConvReg(nn.Module):
         self.conv = nn.Conv2d(s_channels, t_channels, kernel_size=1)
         self.bn = nn.BatchNorm2d(t_channels)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.bn(self.conv(x)))
 
 

@@ -24,8 +24,8 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from tffd_viz.checkpoints import save_checkpoint  # noqa: E402
-from tffd_viz.models import create_model  # noqa: E402
+from tffd_viz.checkpoints import save_checkpoint
+from tffd_viz.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_A = "digits_resnet8_baseline_s0"
@@ -147,7 +147,7 @@ def test_the_upload_limit_is_stated_beside_the_uploader_and_is_the_servers(app_a
 
     common = pytest.importorskip("app_pages.common")
     limit = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
-    assert common.MAX_UPLOAD_MB == limit
+    assert limit == common.MAX_UPLOAD_MB
     at = app_at(a=MODEL_A, b=model_b())
     at.sidebar.selectbox(key="model-B").set_value(UPLOAD).run()
     assert not at.exception

@@ -265,7 +265,7 @@ def test_unbiased_hsic_is_song_formula() -> None:
 
 
 def test_registry_and_dispatch() -> None:
-    assert CKA_METHODS == {"linear": linear_cka, "rbf": rbf_cka}
+    assert {"linear": linear_cka, "rbf": rbf_cka} == CKA_METHODS
     x, y = correlated_pair(40, 5, 6)
     assert cka(x, y) == linear_cka(x, y)
     assert cka(x, y, kind="linear", debiased=True, method="gram") == linear_cka(x, y, True, method="gram")

@@ -60,11 +60,11 @@ from tffd_viz.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CARD_KEYS",
-    "CheckpointError",
     "FORMAT_TAG",
     "LAYOUTS",
-    "Layout",
     "WRAPPER_PREFIXES",
+    "CheckpointError",
+    "Layout",
     "checkpoint_sha256",
     "empty_card",
     "finite_card",

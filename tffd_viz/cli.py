@@ -21,8 +21,16 @@ from tffd_viz.errors import TffdVizError
 from tffd_viz.report import add_report_arguments, run_report
 from tffd_viz.whatif import add_whatif_arguments, run_whatif
 
-__all__ = ["COMMANDS", "build_parser", "main", "add_train_arguments", "run_train", "add_sweep_arguments",
-           "run_sweep_command", "config_overrides"]
+__all__ = [
+    "COMMANDS",
+    "add_sweep_arguments",
+    "add_train_arguments",
+    "build_parser",
+    "config_overrides",
+    "main",
+    "run_sweep_command",
+    "run_train",
+]
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]

@@ -38,8 +38,20 @@ from torch.utils.data import Dataset
 from tffd_viz.errors import DataError
 
 __all__ = [
-    "DATASETS", "SIZED_DATASETS", "ImageDataset", "card_image_size", "DatasetBundle", "load_dataset", "sample_batch", "sample_indices",
-    "default_data_root", "images_from_files", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DATASETS",
+    "SIZED_DATASETS",
+    "DatasetBundle",
+    "ImageDataset",
+    "card_image_size",
+    "default_data_root",
+    "images_from_files",
+    "load_dataset",
+    "sample_batch",
+    "sample_indices",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -257,8 +257,8 @@ def linear_probe_accuracy(features: ArrayLike, labels: ArrayLike, test_size: flo
     return {
         "train_acc": 100.0 * float(clf.score(x_tr, y_tr)),
         "test_acc": 100.0 * float(clf.score(x_te, y_te)),
-        "n_train": int(len(y_tr)),
-        "n_test": int(len(y_te)),
+        "n_train": len(y_tr),
+        "n_test": len(y_te),
         "dim": int(x.shape[1]),
         "chance": 100.0 * float(counts.max()) / float(len(y_te)),
         "stratified": bool(stratified),

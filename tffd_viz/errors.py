@@ -7,7 +7,7 @@ is a :class:`ValueError`, so callers can catch one type and show the message.
 
 from __future__ import annotations
 
-__all__ = ["TffdVizError", "DataError", "TapError", "CheckpointError", "TrainingDiverged"]
+__all__ = ["CheckpointError", "DataError", "TapError", "TffdVizError", "TrainingDiverged"]
 
 
 class TffdVizError(ValueError):

@@ -32,7 +32,6 @@ __all__ = [
     "POOLS",
     "accuracy",
     "batch_slices",
-    "pass_batch_size",
     "confusion_matrix",
     "eval_mode",
     "extract_features",
@@ -40,6 +39,7 @@ __all__ = [
     "hooked_forward",
     "iter_tap_batches",
     "model_device",
+    "pass_batch_size",
     "predict_logits",
     "prediction_summary",
 ]

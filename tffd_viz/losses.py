@@ -320,7 +320,7 @@ class _PairedMSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, f: Tensor, pairing: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx: Any, f: Tensor, pairing: Tensor) -> Tensor:
         ctx.save_for_backward(f, pairing)
         n, c, h, w = f.shape
         wide = torch.cat([pairing, -pairing], dim=1).to(f.dtype)  # (C, 2k)
@@ -333,7 +333,7 @@ class _PairedMSE(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         f, pairing = ctx.saved_tensors
         n, c, h, w = f.shape
         scale = grad.to(pairing.dtype) * (2.0 / (n * h * w * pairing.shape[1]))
@@ -403,13 +403,13 @@ class _MSEToTarget(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, target: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx: Any, x: Tensor, target: Tensor) -> Tensor:
         ctx.save_for_backward(x, target)
         return F.mse_loss(x, target)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         x, target = ctx.saved_tensors
         out = torch.empty_like(x, memory_format=torch.preserve_format)
         torch.sub(x, target, out=out)

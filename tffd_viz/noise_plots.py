@@ -30,8 +30,8 @@ from tffd_viz.plots import TEMPLATE, model_color, saliency_bars_figure
 __all__ = [
     "ERROR_BARS_ABOVE",
     "accuracy_breakdown_figure",
-    "class_error_figure",
     "cka_reference_figure",
+    "class_error_figure",
     "confusion_pair_figure",
     "cosine_reference_figure",
     "heldout_terms_figure",

@@ -2538,3 +2538,11 @@ FIGURE_FUNCTIONS: dict[str, Callable[..., go.Figure]] = {
     "accuracy_seeds": accuracy_seeds_figure,
 }
 """Every figure function by short name (``"saliency_bars"`` -> :func:`saliency_bars_figure`)."""
+
+# The noise-reference and what-if figures live in their own modules; every figure is reachable as tffd_viz.plots.<fn>.
+from tffd_viz.noise_plots import *  # noqa: E402,F403
+from tffd_viz.noise_plots import __all__ as _noise_all  # noqa: E402
+from tffd_viz.plots_whatif import *  # noqa: E402,F403
+from tffd_viz.plots_whatif import __all__ as _whatif_all  # noqa: E402
+
+__all__ += [*_noise_all, *_whatif_all]

@@ -53,9 +53,27 @@ from tffd_viz.losses import TfFD, channel_saliency, logit_kd, warmup_weight
 from tffd_viz.models import create_model, default_taps, extract_taps, input_size
 
 __all__ = [
-    "RECIPES", "SCHEDULES", "PRECISIONS", "METHODS", "TrainConfig", "config_from_recipe", "train", "train_step",
-    "evaluate_accuracy", "augment_batch", "AUGMENTATIONS", "probe_saliency", "resume_path", "checkpoint_stem", "parse_stages",
-    "parse_pairs", "state_sha256", "LAYER_PRESETS", "SWEEP_KEYS", "run_sweep", "sweep_prefix",
+    "AUGMENTATIONS",
+    "LAYER_PRESETS",
+    "METHODS",
+    "PRECISIONS",
+    "RECIPES",
+    "SCHEDULES",
+    "SWEEP_KEYS",
+    "TrainConfig",
+    "augment_batch",
+    "checkpoint_stem",
+    "config_from_recipe",
+    "evaluate_accuracy",
+    "parse_pairs",
+    "parse_stages",
+    "probe_saliency",
+    "resume_path",
+    "run_sweep",
+    "state_sha256",
+    "sweep_prefix",
+    "train",
+    "train_step",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -877,7 +895,7 @@ def _progress_bar(cfg: TrainConfig, ctx: _Dist, total: int, epoch: int) -> Any:
 def _resume_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a CheckpointError for the user
+    except Exception as exc:
         raise CheckpointError(f"cannot read the resume state {str(path)!r}: {exc}") from None
     if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
         raise CheckpointError(f"{str(path)!r} is not a tffd-viz resume state (no 'config'/'epoch' keys)")

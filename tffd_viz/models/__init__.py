@@ -26,8 +26,17 @@ from tffd_viz.models.vgg_bn import VGG_BN_CONFIGS, CifarVGGBN
 from tffd_viz.models.wrn import WRN_CONFIGS, WideResNet
 
 __all__ = [
-    "MODELS", "ZooModel", "TapInfo", "create_model", "default_taps", "extract_taps", "resolve_taps",
-    "tap_info", "tap_names", "model_arch", "input_size",
+    "MODELS",
+    "TapInfo",
+    "ZooModel",
+    "create_model",
+    "default_taps",
+    "extract_taps",
+    "input_size",
+    "model_arch",
+    "resolve_taps",
+    "tap_info",
+    "tap_names",
 ]
 
 ModelFactory = Callable[..., ZooModel]

@@ -30,8 +30,15 @@ from tffd_viz.errors import DataError
 from tffd_viz.normalisation import IMAGENET_MEAN, IMAGENET_STD  # one definition, re-exported here
 
 __all__ = [
-    "IMAGENET_ARCHS", "IMAGENET_INPUT_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_RESIZE",
-    "ImageNetResNet", "ImageNetMobileNetV2", "imagenet_card_defaults", "torchvision_arch",
+    "IMAGENET_ARCHS",
+    "IMAGENET_INPUT_SIZE",
+    "IMAGENET_MEAN",
+    "IMAGENET_RESIZE",
+    "IMAGENET_STD",
+    "ImageNetMobileNetV2",
+    "ImageNetResNet",
+    "imagenet_card_defaults",
+    "torchvision_arch",
 ]
 
 #: Side of the square input the torchvision networks are trained and evaluated at.

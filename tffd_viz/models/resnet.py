@@ -14,7 +14,7 @@ from torch import nn
 
 from tffd_viz.models.base import ZooModel
 
-__all__ = ["BasicBlock", "CifarResNet", "RESNET_CONFIGS"]
+__all__ = ["RESNET_CONFIGS", "BasicBlock", "CifarResNet"]
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -16,7 +16,7 @@ from torch import nn
 
 from tffd_viz.models.resnet import BasicBlock, CifarResNet
 
-__all__ = ["OptionAResNet", "RESNET_A_CONFIGS", "ZeroPadShortcut"]
+__all__ = ["RESNET_A_CONFIGS", "OptionAResNet", "ZeroPadShortcut"]
 
 #: Zoo name -> depth (``6 n + 2``); widths are always 16, 32, 64.
 RESNET_A_CONFIGS: dict[str, int] = {f"resnet{d}_a": d for d in (20, 32, 44, 56, 110, 1202)}

@@ -17,7 +17,7 @@ from torch import nn
 
 from tffd_viz.errors import TapError
 
-__all__ = ["TapInfo", "default_taps", "extract_taps", "tap_info", "tap_names", "resolve_taps"]
+__all__ = ["TapInfo", "default_taps", "extract_taps", "resolve_taps", "tap_info", "tap_names"]
 
 _MAX_LISTED = 40
 

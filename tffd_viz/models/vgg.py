@@ -12,7 +12,7 @@ from torch import nn
 
 from tffd_viz.models.base import ZooModel
 
-__all__ = ["CifarVGG", "VGG_CONFIGS"]
+__all__ = ["VGG_CONFIGS", "CifarVGG"]
 
 VGG_CONFIGS: dict[str, list[list[int]]] = {
     "vgg8": [[64], [128], [256], [512], [512]],

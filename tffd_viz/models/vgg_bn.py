@@ -19,7 +19,7 @@ from torch import nn
 
 from tffd_viz.models.base import ZooModel
 
-__all__ = ["CifarVGGBN", "VGG_BN_CONFIGS"]
+__all__ = ["VGG_BN_CONFIGS", "CifarVGGBN"]
 
 #: Zoo name -> convolution widths per stage (each stage ends with a 2x2 max-pool).
 VGG_BN_CONFIGS: dict[str, list[list[int]]] = {

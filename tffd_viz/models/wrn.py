@@ -13,7 +13,7 @@ from torch import nn
 
 from tffd_viz.models.base import ZooModel
 
-__all__ = ["WideBasicBlock", "NetworkBlock", "WideResNet", "WRN_CONFIGS"]
+__all__ = ["WRN_CONFIGS", "NetworkBlock", "WideBasicBlock", "WideResNet"]
 
 
 class WideBasicBlock(nn.Module):

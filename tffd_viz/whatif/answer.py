@@ -131,7 +131,7 @@ def whatif_answer(result: Mapping[str, Any]) -> str:
         shown = [(f, "mean") for f in ("intra", "inter") if (f, "mean", "raw") in by]
     for family, term in shown:
         raw, rel = by[(family, term, "raw")], by.get((family, term, "relative"))
-        name = f"{term} {family} term" if term != "mean" else f"{family} terms, mean over {family == 'intra' and 'stages' or 'pairs'}"
+        name = f"{term} {family} term" if term != "mean" else f"{family} terms, mean over {(family == 'intra' and 'stages') or 'pairs'}"
         line = (f"{name} (held-out): control {_fmt(raw['control'])}{_pm(raw['control_std'])}, Tf-FD arm "
                 f"{_fmt(raw['tffd'])}{_pm(raw['tffd_std'])} "
                 f"({_signed(raw['change'], ' %')}), noise floor ±{_fmt(raw['noise'], 2)} %{_verdict(raw)}")
