@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "app_latency": "bench.app_latency",
     "whatif": "bench.whatif",
     "imagenet": "bench.imagenet",
+    "notebooks": "bench.notebooks",
 }
 
 #: The benchmarks ``bench/gpu.sh`` runs on CUDA (they import only the library's core modules).

@@ -50,45 +50,94 @@ def _str_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (common options, then settings that override a benchmark's defaults)."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"benchmarks to run ({', '.join(BENCHMARKS)}) or '{REPORT}'; none: all, then the report")
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run ({', '.join(BENCHMARKS)}) or '{REPORT}'; none: all, then the report",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement")
     p.add_argument("--device", default="auto", help="auto (cuda where available), cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2; 0: torch's default)")
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"folder for the result JSON files (default {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])})")
-    p.add_argument("--results", type=Path, default=None, help="report: folder of result files (default --out)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch.set_num_threads (default 2; 0: torch's default)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"folder for the result JSON files (default {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])})",
+    )
+    p.add_argument(
+        "--results", type=Path, default=None, help="report: folder of result files (default --out)"
+    )
     p.add_argument("--output", type=Path, default=None, help="report: Markdown file (default BENCHMARKS.md)")
     p.add_argument("--no-report", action="store_true", help="do not render BENCHMARKS.md after running all")
-    p.add_argument("--max-load", type=float, default=MAX_LOAD,
-                   help=f"highest 1-minute load average at which a measurement counts (default {MAX_LOAD:g})")
-    p.add_argument("--settle", type=float, default=180.0,
-                   help="seconds to wait before each benchmark for the load to fall to --max-load (default 180)")
-    p.add_argument("--allow-busy", action="store_true",
-                   help="write results measured on a busy machine (marked busy in the result)")
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=MAX_LOAD,
+        help=f"highest 1-minute load average at which a measurement counts (default {MAX_LOAD:g})",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=180.0,
+        help="seconds to wait before each benchmark for the load to fall to --max-load (default 180)",
+    )
+    p.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="write results measured on a busy machine (marked busy in the result)",
+    )
     g = p.add_argument_group("settings (each overrides the default of the benchmarks that have it)")
     g.add_argument("--repeats", type=int, help="timed repetitions")
     g.add_argument("--warmup", type=int, help="untimed warm-up calls")
     g.add_argument("--batch-size", type=int, help="batch size (train_step, extract, scaling)")
     g.add_argument("--n-images", type=int, help="images (cka)")
-    g.add_argument("--n-minibatch", type=int, help="images of the minibatch estimator (cka_flat; default 10000)")
+    g.add_argument(
+        "--n-minibatch", type=int, help="images of the minibatch estimator (cka_flat; default 10000)"
+    )
     g.add_argument("--n-full", type=int, help="images of the full-batch estimators (cka_flat; default 5000)")
-    g.add_argument("--minibatch", type=int, help="minibatch size of the streaming CKA (cka, cka_flat, scaling)")
+    g.add_argument(
+        "--minibatch", type=int, help="minibatch size of the streaming CKA (cka, cka_flat, scaling)"
+    )
     g.add_argument("--sizes", type=_int_list, help="image counts, e.g. 1000,2000,5000,10000 (scaling)")
-    g.add_argument("--pool", choices=("avg", "max", "flatten", "none"), help="feature reduction (cka, scaling)")
+    g.add_argument(
+        "--pool", choices=("avg", "max", "flatten", "none"), help="feature reduction (cka, scaling)"
+    )
     g.add_argument("--images", choices=("auto", "cifar10", "digits"), help="image source (cka, scaling)")
     g.add_argument("--data-root", help="CIFAR data root (default $TFFD_DATA, else ../shared/data)")
     g.add_argument("--arch", help="model architecture (default resnet20)")
     g.add_argument("--teacher", help="teacher architecture (train_step; default resnet110)")
-    g.add_argument("--formats", type=_str_list, help="memory formats, e.g. channels_last,contiguous (train_step)")
-    g.add_argument("--page", help="app page file to time, e.g. app_pages/cka.py (app_latency; default: start page)")
+    g.add_argument(
+        "--formats", type=_str_list, help="memory formats, e.g. channels_last,contiguous (train_step)"
+    )
+    g.add_argument(
+        "--page", help="app page file to time, e.g. app_pages/cka.py (app_latency; default: start page)"
+    )
     return p
 
 
-_SETTING_KEYS = ("repeats", "warmup", "batch_size", "n_images", "n_minibatch", "n_full", "minibatch", "sizes", "pool", "images", "data_root",
-                 "arch", "teacher", "formats", "page")
+_SETTING_KEYS = (
+    "repeats",
+    "warmup",
+    "batch_size",
+    "n_images",
+    "n_minibatch",
+    "n_full",
+    "minibatch",
+    "sizes",
+    "pool",
+    "images",
+    "data_root",
+    "arch",
+    "teacher",
+    "formats",
+    "page",
+)
 
 
 def render_report(results: Path, output: Path) -> Path:
@@ -106,8 +155,11 @@ def settled_load(max_load: float, wait_s: float, poll_s: float = 5.0) -> float |
     announced = False
     while load is not None and load > max_load and time.monotonic() < deadline:
         if not announced:
-            print(f"[bench] waiting up to {wait_s:.0f} s for the 1-minute load ({load:.2f}) to fall to {max_load:g}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[bench] waiting up to {wait_s:.0f} s for the 1-minute load ({load:.2f}) to fall to {max_load:g}",
+                file=sys.stderr,
+                flush=True,
+            )
             announced = True
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
         load = load_average_1m()
@@ -120,23 +172,35 @@ def main(argv: list[str] | None = None) -> int:
     names = list(args.names)
     unknown = [n for n in names if n != REPORT and n not in BENCHMARKS]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} or '{REPORT}'", file=sys.stderr)
+        print(
+            f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} or '{REPORT}'", file=sys.stderr
+        )
         return 2
     run_all = not names
     to_run = list(BENCHMARKS) if run_all else [n for n in names if n != REPORT]
     out = args.out or RESULTS_DIR
     overrides = {k: getattr(args, k) for k in _SETTING_KEYS if getattr(args, k) is not None}
-    opts = Options(quick=args.quick, device=args.device, threads=args.threads or None, out=out,
-                   overrides=overrides, command=command_line() if argv is None else "python -m bench " + " ".join(argv),
-                   max_load=args.max_load, allow_busy=args.allow_busy)
+    opts = Options(
+        quick=args.quick,
+        device=args.device,
+        threads=args.threads or None,
+        out=out,
+        overrides=overrides,
+        command=command_line() if argv is None else "python -m bench " + " ".join(argv),
+        max_load=args.max_load,
+        allow_busy=args.allow_busy,
+    )
     failed: list[str] = []
     for name in to_run:
         if not (args.quick or args.allow_busy):
             load = settled_load(args.max_load, args.settle)
             if load is not None and load > args.max_load:
-                print(f"[bench] {name}: not started, the 1-minute load average is {load:.2f} (> {args.max_load:g}) "
-                      f"after waiting {args.settle:.0f} s; pause the other work or pass --allow-busy",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[bench] {name}: not started, the 1-minute load average is {load:.2f} (> {args.max_load:g}) "
+                    f"after waiting {args.settle:.0f} s; pause the other work or pass --allow-busy",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 failed.append(name)
                 continue
         t0 = time.perf_counter()
@@ -154,16 +218,24 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         status = result.get("status", "ok")
-        targets = ", ".join(f"{t['name']}: {'PASS' if t['passed'] else 'MISS' if t['passed'] is False else 'n/a'}"
-                            for t in result["targets"])
+        targets = ", ".join(
+            f"{t['name']}: {'PASS' if t['passed'] else 'MISS' if t['passed'] is False else 'n/a'}"
+            for t in result["targets"]
+        )
         bad = [c["name"] for c in result["checks"] if not c["ok"]]
-        print(f"[bench] {name}: {status}, {time.perf_counter() - t0:.1f} s -> {path}"
-              + (f"\n        targets: {targets}" if targets else "")
-              + (f"\n        FAILED CHECKS: {bad}" if bad else ""), file=sys.stderr, flush=True)
+        print(
+            f"[bench] {name}: {status}, {time.perf_counter() - t0:.1f} s -> {path}"
+            + (f"\n        targets: {targets}" if targets else "")
+            + (f"\n        FAILED CHECKS: {bad}" if bad else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         if bad:
             failed.append(name)
     if REPORT in names or (run_all and not args.no_report and not args.quick):
-        path = render_report(args.results or out, args.output or Path(RESULTS_DIR.parents[1] / "BENCHMARKS.md"))
+        path = render_report(
+            args.results or out, args.output or Path(RESULTS_DIR.parents[1] / "BENCHMARKS.md")
+        )
         print(f"[bench] report -> {path}", file=sys.stderr)
     if failed:
         print(f"[bench] failed: {failed}", file=sys.stderr)

@@ -29,8 +29,11 @@ TITLE = "App latency (AppTest): first chart, widget change, cached redraw"
 DEFAULTS: dict[str, Any] = {"repeats": 5, "n": 256, "page": None, "timeout": 300.0, "seed_widget": "seed"}
 QUICK: dict[str, Any] = {"repeats": 1}
 TARGETS: dict[str, float] = {"start_to_first_chart": 10.0, "widget_change": 1.0, "cached_redraw": 0.2}
-LABELS: dict[str, str] = {"start_to_first_chart": "start to first chart", "widget_change": "widget change (seed)",
-                          "cached_redraw": "cached redraw"}
+LABELS: dict[str, str] = {
+    "start_to_first_chart": "start to first chart",
+    "widget_change": "widget change (seed)",
+    "cached_redraw": "cached redraw",
+}
 APP = REPO_ROOT / "app.py"
 
 
@@ -96,45 +99,83 @@ def run(opts: Options) -> dict[str, Any]:
         import streamlit  # noqa: F401 - only whether it imports
     except ImportError as exc:
         result["status"] = f"unavailable: {exc} (the app needs requirements.txt)"
-        result["targets"] = [target(f"{LABELS[k]} (median)", None, "<=", v, fmt="s") for k, v in TARGETS.items()]
+        result["targets"] = [
+            target(f"{LABELS[k]} (median)", None, "<=", v, fmt="s") for k, v in TARGETS.items()
+        ]
         return result
-    spec = {"n": s["n"], "page": s["page"], "timeout": s["timeout"], "seed_widget": s["seed_widget"],
-            "device": device.type if opts.device != "auto" else "auto", "threads": threads}
+    spec = {
+        "n": s["n"],
+        "page": s["page"],
+        "timeout": s["timeout"],
+        "seed_widget": s["seed_widget"],
+        "device": device.type if opts.device != "auto" else "auto",
+        "threads": threads,
+    }
     runs = [_launch(spec) for _ in range(s["repeats"])]
     errors = sorted({e for r in runs for e in r.get("errors", [])})
     result["runs"] = runs
     ok = [r for r in runs if not r.get("errors")]
-    result["checks"].append(check("the app ran without exceptions or st.error in every repetition", not errors,
-                                  errors[:5]))
+    result["checks"].append(
+        check("the app ran without exceptions or st.error in every repetition", not errors, errors[:5])
+    )
     if ok:
-        result["checks"].append(check("the first page shows at least one chart", all(r["charts"] > 0 for r in ok),
-                                      [r["charts"] for r in ok]))
+        result["checks"].append(
+            check(
+                "the first page shows at least one chart",
+                all(r["charts"] > 0 for r in ok),
+                [r["charts"] for r in ok],
+            )
+        )
     if errors or not ok:
         result["status"] = "error: " + "; ".join(errors[:3])
-        result["targets"] = [target(f"{LABELS[k]} (median)", None, "<=", v, note="app not runnable", fmt="s")
-                             for k, v in TARGETS.items()]
+        result["targets"] = [
+            target(f"{LABELS[k]} (median)", None, "<=", v, note="app not runnable", fmt="s")
+            for k, v in TARGETS.items()
+        ]
         return result
     rows = []
     for key, limit in TARGETS.items():
         st = summary([r[key] for r in ok])
-        rows.append({"step": LABELS[key], "median": st["median"], "iqr": st["iqr"], "target": limit,
-                     "ratio": st["median"] / limit, "stats": st})
+        rows.append(
+            {
+                "step": LABELS[key],
+                "median": st["median"],
+                "iqr": st["iqr"],
+                "target": limit,
+                "ratio": st["median"] / limit,
+                "stats": st,
+            }
+        )
         result["targets"].append(target(f"{LABELS[key]} (median)", st["median"], "<=", limit, fmt="s"))
     page = s["page"] or "the start page (Overview)"
-    result["tables"].append(table("App latency", [
-        column("step", "step", "str"), column("median", "median", "s"), column("iqr", "IQR", "s"),
-        column("target", "target", "s"), column("ratio", "/ target", "ratio"),
-    ], rows, note=(f"AppTest of app.py, {page}, default models, n = {s['n']} images, device {spec['device']}, "
-                   f"torch threads {threads}; {s['repeats']} fresh processes. 'start' = process launch (cold "
-                   "imports and caches).")))
+    result["tables"].append(
+        table(
+            "App latency",
+            [
+                column("step", "step", "str"),
+                column("median", "median", "s"),
+                column("iqr", "IQR", "s"),
+                column("target", "target", "s"),
+                column("ratio", "/ target", "ratio"),
+            ],
+            rows,
+            note=(
+                f"AppTest of app.py, {page}, default models, n = {s['n']} images, device {spec['device']}, "
+                f"torch threads {threads}; {s['repeats']} fresh processes. 'start' = process launch (cold "
+                "imports and caches)."
+            ),
+        )
+    )
     return result
 
 
 def main(argv: list[str]) -> int:
     """``python -m bench.app_latency --child '<json spec>'`` (used by :func:`run`)."""
     if len(argv) != 2 or argv[0] != "--child":
-        print("usage: python -m bench.app_latency --child '<json spec>' (use python -m bench app_latency)",
-              file=sys.stderr)
+        print(
+            "usage: python -m bench.app_latency --child '<json spec>' (use python -m bench app_latency)",
+            file=sys.stderr,
+        )
         return 2
     try:
         out = child(json.loads(argv[1]))

@@ -59,11 +59,25 @@ NAME = "cka"
 TITLE = "CKA heatmap: tffd_viz vs pytorch-cka vs ckatorch"
 
 DEFAULTS: dict[str, Any] = {
-    "arch": "resnet20", "n_images": 10000, "minibatch": 250, "pool": "avg", "images": "auto",
-    "data_root": None, "repeats": 3, "warmup": 1, "batch_size": 500, "tolerance": 1e-4,
+    "arch": "resnet20",
+    "n_images": 10000,
+    "minibatch": 250,
+    "pool": "avg",
+    "images": "auto",
+    "data_root": None,
+    "repeats": 3,
+    "warmup": 1,
+    "batch_size": 500,
+    "tolerance": 1e-4,
 }
-QUICK: dict[str, Any] = {"arch": "resnet8", "n_images": 256, "minibatch": 64, "images": "digits", "repeats": 2,
-                         "batch_size": 128}
+QUICK: dict[str, Any] = {
+    "arch": "resnet8",
+    "n_images": 256,
+    "minibatch": 64,
+    "images": "digits",
+    "repeats": 2,
+    "batch_size": 128,
+}
 
 OURS = "tffd_viz"
 PACKAGES: dict[str, str] = {"pytorch-cka": "cka", "ckatorch": "ckatorch"}  # PyPI name -> import name
@@ -104,7 +118,10 @@ def _ours_minibatch(a: Feats, b: Feats, m: int) -> Tensor:
 
 def _ours_full(debiased: bool) -> Heatmap:
     def heatmap(a: Feats, b: Feats, m: int) -> Tensor:
-        return torch.tensor([[linear_cka(x, y, debiased=debiased) for y in b] for x in a], dtype=torch.float64)
+        return torch.tensor(
+            [[linear_cka(x, y, debiased=debiased) for y in b] for x in a], dtype=torch.float64
+        )
+
     return heatmap
 
 
@@ -151,27 +168,51 @@ def _ckatorch_full(unbiased: bool) -> Heatmap:
         from ckatorch import cka_base
 
         return torch.stack([torch.stack([cka_base(x, y, unbiased=unbiased) for y in b]) for x in a])
+
     return heatmap
 
 
 METHODS: dict[str, Method] = {
-    "tffd_viz MinibatchCKA": Method("minibatch", OURS, "MinibatchCKA(3, 3).update(...) per minibatch; .compute()",
-                                    _ours_minibatch, 0),
-    "pytorch-cka hsic per minibatch": Method("minibatch", "pytorch-cka",
-                                             "cka.hsic.hsic(grams_a, grams_b) per minibatch, summed; "
-                                             "CKA._compute_cka_matrix", _pytorch_cka_minibatch, 0),
-    "ckatorch cka_batch": Method("minibatch", "ckatorch", "ckatorch.cka_batch(x (B, m, d), y) per layer pair",
-                                 _ckatorch_minibatch, 0),
-    "tffd_viz linear_cka": Method("full_biased", OURS, "linear_cka(x, y) per layer pair", _ours_full(False), 0),
-    "ckatorch cka_base": Method("full_biased", "ckatorch", "ckatorch.cka_base(x, y, unbiased=False) per pair",
-                                _ckatorch_full(False), 6),
-    "tffd_viz linear_cka debiased": Method("full_unbiased", OURS, "linear_cka(x, y, debiased=True) per layer pair",
-                                           _ours_full(True), 0),
-    "pytorch-cka cka_from_features": Method("full_unbiased", "pytorch-cka",
-                                            "cka.cka_from_features([a1, a2, a3], [b1, b2, b3]) (one call)",
-                                            _pytorch_cka_full, -1),
-    "ckatorch cka_base unbiased": Method("full_unbiased", "ckatorch", "ckatorch.cka_base(x, y, unbiased=True) per pair",
-                                         _ckatorch_full(True), 6),
+    "tffd_viz MinibatchCKA": Method(
+        "minibatch", OURS, "MinibatchCKA(3, 3).update(...) per minibatch; .compute()", _ours_minibatch, 0
+    ),
+    "pytorch-cka hsic per minibatch": Method(
+        "minibatch",
+        "pytorch-cka",
+        "cka.hsic.hsic(grams_a, grams_b) per minibatch, summed; CKA._compute_cka_matrix",
+        _pytorch_cka_minibatch,
+        0,
+    ),
+    "ckatorch cka_batch": Method(
+        "minibatch", "ckatorch", "ckatorch.cka_batch(x (B, m, d), y) per layer pair", _ckatorch_minibatch, 0
+    ),
+    "tffd_viz linear_cka": Method(
+        "full_biased", OURS, "linear_cka(x, y) per layer pair", _ours_full(False), 0
+    ),
+    "ckatorch cka_base": Method(
+        "full_biased",
+        "ckatorch",
+        "ckatorch.cka_base(x, y, unbiased=False) per pair",
+        _ckatorch_full(False),
+        6,
+    ),
+    "tffd_viz linear_cka debiased": Method(
+        "full_unbiased", OURS, "linear_cka(x, y, debiased=True) per layer pair", _ours_full(True), 0
+    ),
+    "pytorch-cka cka_from_features": Method(
+        "full_unbiased",
+        "pytorch-cka",
+        "cka.cka_from_features([a1, a2, a3], [b1, b2, b3]) (one call)",
+        _pytorch_cka_full,
+        -1,
+    ),
+    "ckatorch cka_base unbiased": Method(
+        "full_unbiased",
+        "ckatorch",
+        "ckatorch.cka_base(x, y, unbiased=True) per pair",
+        _ckatorch_full(True),
+        6,
+    ),
 }
 
 
@@ -211,7 +252,9 @@ def _available_bytes(device: torch.device) -> int | None:
 
 
 def _needed_bytes(method: Method, n: int, n_layers: int) -> int:
-    grams = 3 * n_layers if method.gram_matrices < 0 else method.gram_matrices  # -1: a stack of grams per side
+    grams = (
+        3 * n_layers if method.gram_matrices < 0 else method.gram_matrices
+    )  # -1: a stack of grams per side
     return grams * n * n * 8
 
 
@@ -239,8 +282,15 @@ def heatmap_features(s: dict[str, Any], device: torch.device) -> tuple[Feats, Fe
     out: dict[str, Any] = {}
 
     def extract() -> None:
-        out["pair"] = extract_pair(model_a, model_b, imgs.images, batch_size=s["batch_size"],
-                                   pool=POOL_NAMES[s["pool"]], to_cpu=device.type == "cpu")
+        out["pair"] = extract_pair(
+            model_a,
+            model_b,
+            imgs.images,
+            batch_size=s["batch_size"],
+            pool=POOL_NAMES[s["pool"]],
+            to_cpu=device.type == "cpu",
+        )
+
     seconds = time_call(extract, device)
     fa, fb = out["pair"]
     feats_a = [f.to(device=device, dtype=torch.float64).reshape(f.shape[0], -1) for f in fa.values()]
@@ -267,13 +317,22 @@ def run(opts: Options) -> dict[str, Any]:
     device = resolve_device(opts.device)
     configure_threads(opts.threads)
     if s["n_images"] % s["minibatch"] != 0:
-        raise ValueError(f"n_images ({s['n_images']}) must be a multiple of minibatch ({s['minibatch']}): "
-                         "every implementation must see the same whole minibatches")
+        raise ValueError(
+            f"n_images ({s['n_images']}) must be a multiple of minibatch ({s['minibatch']}): "
+            "every implementation must see the same whole minibatches"
+        )
     result = new_result(NAME, TITLE, opts, device, s)
     feats_a, feats_b, taps, source, extract_s = heatmap_features(s, device)
     n, m = feats_a[0].shape[0], s["minibatch"]
-    result.update({"images": source, "taps": taps, "feature_dims": [f.shape[1] for f in feats_a],
-                   "extract_seconds": extract_s, "packages": package_versions()})
+    result.update(
+        {
+            "images": source,
+            "taps": taps,
+            "feature_dims": [f.shape[1] for f in feats_a],
+            "extract_seconds": extract_s,
+            "packages": package_versions(),
+        }
+    )
 
     runnable: dict[str, Callable[[], Tensor]] = {}
     status: dict[str, str] = {}
@@ -285,9 +344,11 @@ def run(opts: Options) -> dict[str, Any]:
             continue
         need = _needed_bytes(method, n, len(taps))
         if available is not None and need > 0.8 * available:
-            status[name] = f"skipped: needs about {need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
+            status[name] = (
+                f"skipped: needs about {need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
+            )
             continue
-        runnable[name] = (lambda fn=method.fn: fn(feats_a, feats_b, m))
+        runnable[name] = lambda fn=method.fn: fn(feats_a, feats_b, m)
         status[name] = "ok"
 
     values: dict[str, Tensor] = {}
@@ -307,37 +368,69 @@ def run(opts: Options) -> dict[str, Any]:
         fastest_equal: tuple[str, float] | None = None
         for name in names:
             meth = METHODS[name]
-            row: dict[str, Any] = {"group": group, "estimator": estimator, "implementation": name,
-                                   "package": meth.package, "call": meth.call, "status": status[name]}
+            row: dict[str, Any] = {
+                "group": group,
+                "estimator": estimator,
+                "implementation": name,
+                "package": meth.package,
+                "call": meth.call,
+                "status": status[name],
+            }
             if name in values:
                 st = summary(samples[name])
                 diff = float((values[name] - values[ours]).abs().max())
                 equal = diff <= s["tolerance"]
-                row.update({"median": st["median"], "iqr": st["iqr"], "stats": st,
-                            "peak_mib": memory[name]["peak_bytes"] / 2**20, "memory_method": memory[name]["method"],
-                            "max_abs_diff": diff, "equal": equal, "vs_ours": st["median"] / ours_t,
-                            "heatmap": values[name].tolist()})
+                row.update(
+                    {
+                        "median": st["median"],
+                        "iqr": st["iqr"],
+                        "stats": st,
+                        "peak_mib": memory[name]["peak_bytes"] / 2**20,
+                        "memory_method": memory[name]["method"],
+                        "max_abs_diff": diff,
+                        "equal": equal,
+                        "vs_ours": st["median"] / ours_t,
+                        "heatmap": values[name].tolist(),
+                    }
+                )
                 if meth.package != OURS:
-                    result["checks"].append(check(f"{name} equals {ours} within {s['tolerance']:g} ({group})",
-                                                  equal, diff))
+                    result["checks"].append(
+                        check(f"{name} equals {ours} within {s['tolerance']:g} ({group})", equal, diff)
+                    )
                     if equal and (fastest_equal is None or st["median"] < fastest_equal[1]):
                         fastest_equal = (name, st["median"])
             rows.append(row)
         if fastest_equal is None:
-            result["targets"].append(target(f"{ours} ({group}, {where}) faster than the fastest equal competitor",
-                                            None, "<", 1.0, note="no competitor available or equal"))
+            result["targets"].append(
+                target(
+                    f"{ours} ({group}, {where}) faster than the fastest equal competitor",
+                    None,
+                    "<",
+                    1.0,
+                    note="no competitor available or equal",
+                )
+            )
         else:
-            result["targets"].append(target(
-                f"{ours} ({group}, {where}) time / fastest equal competitor ({fastest_equal[0]})",
-                ours_t / fastest_equal[1],
-                "<", 1.0))
+            result["targets"].append(
+                target(
+                    f"{ours} ({group}, {where}) time / fastest equal competitor ({fastest_equal[0]})",
+                    ours_t / fastest_equal[1],
+                    "<",
+                    1.0,
+                )
+            )
 
     # independent restatement of one value, and the two estimators of this project side by side
     x, y = feats_a[-1].cpu().numpy(), feats_b[-1].cpu().numpy()
     plain = numpy_biased_cka(x, y)
     ours_full = float(values["tffd_viz linear_cka"][-1, -1])
-    result["checks"].append(check(f"linear_cka({taps[-1]}, {taps[-1]}) = numpy restatement", abs(plain - ours_full)
-                                  <= 1e-10, abs(plain - ours_full)))
+    result["checks"].append(
+        check(
+            f"linear_cka({taps[-1]}, {taps[-1]}) = numpy restatement",
+            abs(plain - ours_full) <= 1e-10,
+            abs(plain - ours_full),
+        )
+    )
     mb_vs_full = float((values["tffd_viz MinibatchCKA"] - values["tffd_viz linear_cka debiased"]).abs().max())
     result["minibatch_vs_full_unbiased_max_abs_diff"] = mb_vs_full
     result["notes"] += [
@@ -351,12 +444,24 @@ def run(opts: Options) -> dict[str, Any]:
         f"{mb_vs_full:.2e} here (different estimators, not compared with each other).",
         f"peak memory: {next(iter(memory.values()))['method'] if memory else 'n/a'}",
     ]
-    result["tables"].append(table(f"Layer x layer CKA ({len(taps)} x {len(taps)}), n = {n}", [
-        column("group", "estimator", "str"), column("implementation", "implementation", "str"),
-        column("median", "median", "s"), column("iqr", "IQR", "s"), column("vs_ours", "/ tffd_viz", "ratio"),
-        column("peak_mib", "peak MiB", "mib"), column("max_abs_diff", "max |diff|", "e"),
-        column("equal", f"<= {s['tolerance']:g}", "bool"), column("status", "status", "str"),
-    ], rows, note="; ".join(f"{g}: {e}" for g, e in GROUPS.items())))
+    result["tables"].append(
+        table(
+            f"Layer x layer CKA ({len(taps)} x {len(taps)}), n = {n}",
+            [
+                column("group", "estimator", "str"),
+                column("implementation", "implementation", "str"),
+                column("median", "median", "s"),
+                column("iqr", "IQR", "s"),
+                column("vs_ours", "/ tffd_viz", "ratio"),
+                column("peak_mib", "peak MiB", "mib"),
+                column("max_abs_diff", "max |diff|", "e"),
+                column("equal", f"<= {s['tolerance']:g}", "bool"),
+                column("status", "status", "str"),
+            ],
+            rows,
+            note="; ".join(f"{g}: {e}" for g, e in GROUPS.items()),
+        )
+    )
     if not math.isfinite(float(values["tffd_viz MinibatchCKA"].sum())):
         result["status"] = "error: non-finite CKA"
     return result

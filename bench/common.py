@@ -48,6 +48,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tffd_viz.devices import resolved_device
+from tffd_viz.errors import TffdVizError
+
 __all__ = [
     "MAX_LOAD",
     "REPO_ROOT",
@@ -132,7 +135,9 @@ class Options:
     allow_busy: bool = False
 
 
-def settings_for(defaults: Mapping[str, Any], quick_values: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+def settings_for(
+    defaults: Mapping[str, Any], quick_values: Mapping[str, Any], opts: Options
+) -> dict[str, Any]:
     """Return the settings of one benchmark: ``defaults`` <- ``quick_values`` (in quick mode) <- overrides.
 
     Overrides whose key is not among ``defaults`` (options of other benchmarks) are ignored.
@@ -147,14 +152,19 @@ def settings_for(defaults: Mapping[str, Any], quick_values: Mapping[str, Any], o
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> cuda where available else cpu; an explicit cuda request without CUDA is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec!r} asked for CUDA but torch.cuda.is_available() is False here")
+    """Return the device of ``--device`` (:func:`tffd_viz.devices.resolved_device`, ``unavailable="raise"``).
+
+    ``auto`` is CUDA where available, else the CPU; an explicit CUDA request on a machine without CUDA is an
+    error, not a silent CPU run. The benchmarks measure the CPU and CUDA only (:data:`DEVICE_CHOICES`).
+
+    Raises
+    ------
+    TffdVizError
+        (a ``ValueError``) An unknown or unavailable device, or one the benchmarks do not measure.
+    """
+    device = resolved_device(spec, unavailable="raise").device
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be one of {DEVICE_CHOICES} (or cuda:N), got {spec!r}")
+        raise TffdVizError(f"--device must be one of {DEVICE_CHOICES} (or cuda:N), got {spec!r}")
     return device
 
 
@@ -204,10 +214,22 @@ def git_state() -> dict[str, Any]:
     (short hash, ``+dirty`` when dirty); all None outside a git checkout."""
     none: dict[str, Any] = {"commit": None, "dirty": None, "changed": None, "label": None}
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=10, check=False)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10, check=False)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return none
     if head.returncode != 0:
@@ -215,11 +237,17 @@ def git_state() -> dict[str, Any]:
     lines = [ln for ln in status.stdout.splitlines() if ln.strip()]
     dirty = any(not ln.startswith("??") for ln in lines)
     commit = head.stdout.strip()
-    return {"commit": commit, "dirty": dirty, "changed": lines[:50], "label": commit[:7] + ("+dirty" if dirty else "")}
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "changed": lines[:50],
+        "label": commit[:7] + ("+dirty" if dirty else ""),
+    }
 
 
-def launched_child(module: str, spec: Mapping[str, Any], timeout: float,
-                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def launched_child(
+    module: str, spec: Mapping[str, Any], timeout: float, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``python -m <module> --child <spec as JSON>`` in a fresh process and return its last JSON line.
 
     The child prints one JSON object per line; ``start_to_first_chart`` is added when the child reports
@@ -228,8 +256,15 @@ def launched_child(module: str, spec: Mapping[str, Any], timeout: float,
     """
     cmd = [sys.executable, "-m", module, "--child", json.dumps(dict(spec))]
     launched = time.time()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=None if env is None else dict(env), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"errors": [f"child exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"]}
@@ -266,12 +301,22 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         usable = os.cpu_count()
     git = git_state()
     info: dict[str, Any] = {
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_usable": usable,
-        "memory_gib": _memory_total_gib(), "load_avg_1m": load_average_1m(),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-        "device": str(device), "device_name": device_label(device), "git": git["label"],
-        "git_commit": git["commit"], "git_dirty": git["dirty"], "git_changed": git["changed"],
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "memory_gib": _memory_total_gib(),
+        "load_avg_1m": load_average_1m(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": device_label(device),
+        "git": git["label"],
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+        "git_changed": git["changed"],
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
@@ -306,8 +351,9 @@ def time_call(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(fns: Mapping[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
-              ) -> dict[str, list[float]]:
+def alternate(
+    fns: Mapping[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, list[float]]:
     """Time every variant ``repeats`` times, round robin, after ``warmup`` untimed calls of each.
 
     Returns
@@ -348,8 +394,16 @@ def summary(samples: Iterable[float]) -> dict[str, Any]:
         raise ValueError("summary() needs at least one sample")
     ordered = sorted(values)
     q1, q3 = _quantile(ordered, 0.25), _quantile(ordered, 0.75)
-    return {"median": statistics.median(values), "q1": q1, "q3": q3, "iqr": q3 - q1, "min": ordered[0],
-            "max": ordered[-1], "n": len(values), "samples": [round(v, 6) for v in values]}
+    return {
+        "median": statistics.median(values),
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": len(values),
+        "samples": [round(v, 6) for v in values],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,19 +483,28 @@ class MemoryProbe:
         if self.device.type == "cuda":
             sync(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) - self._base
-            self.result = {"peak_bytes": int(peak), "baseline_bytes": int(self._base),
-                           "method": "torch.cuda.max_memory_allocated above the allocation before the call"}
+            self.result = {
+                "peak_bytes": int(peak),
+                "baseline_bytes": int(self._base),
+                "method": "torch.cuda.max_memory_allocated above the allocation before the call",
+            }
             return
         if self._hwm:
             hwm = (_status_kib("VmHWM") or 0) * 1024
-            self.result = {"peak_bytes": max(0, hwm - self._base), "baseline_bytes": self._base,
-                           "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) above RSS before the call"}
+            self.result = {
+                "peak_bytes": max(0, hwm - self._base),
+                "baseline_bytes": self._base,
+                "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) above RSS before the call",
+            }
             return
         self._stop.set()
         assert self._sampler is not None
         self._sampler.join()
-        self.result = {"peak_bytes": max(0, self._sampled_peak - self._base), "baseline_bytes": self._base,
-                       "method": "peak RSS sampled every 1 ms (/proc/self/statm) above RSS before the call"}
+        self.result = {
+            "peak_bytes": max(0, self._sampled_peak - self._base),
+            "baseline_bytes": self._base,
+            "method": "peak RSS sampled every 1 ms (/proc/self/statm) above RSS before the call",
+        }
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
@@ -461,25 +524,38 @@ def column(key: str, label: str, fmt: str = "g") -> dict[str, str]:
     return {"key": key, "label": label, "fmt": fmt}
 
 
-def table(title: str, columns: list[dict[str, str]], rows: list[dict[str, Any]], note: str = "") -> dict[str, Any]:
+def table(
+    title: str, columns: list[dict[str, str]], rows: list[dict[str, Any]], note: str = ""
+) -> dict[str, Any]:
     """A table of a result: rendered by ``python -m bench report`` as one Markdown table."""
     return {"title": title, "columns": columns, "rows": rows, "note": note}
 
 
-def target(name: str, value: float | None, op: str, threshold: float, note: str = "", fmt: str = "ratio"
-           ) -> dict[str, Any]:
+def target(
+    name: str, value: float | None, op: str, threshold: float, note: str = "", fmt: str = "ratio"
+) -> dict[str, Any]:
     """A target line: ``value op threshold`` (``op`` one of ``<=``, ``>=``, ``<``, ``>``); ``passed`` None if no value.
 
     ``fmt`` is how the report formats value and threshold (a key of :data:`bench.report.FORMATS`).
     """
     ops: dict[str, Callable[[float, float], bool]] = {
-        "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b,
+        ">": lambda a, b: a > b,
     }
     if op not in ops:
         raise ValueError(f"target op must be one of {sorted(ops)}, got {op!r}")
     passed = None if value is None else bool(ops[op](float(value), float(threshold)))
-    return {"name": name, "value": value, "op": op, "threshold": threshold, "passed": passed, "note": note,
-            "fmt": fmt}
+    return {
+        "name": name,
+        "value": value,
+        "op": op,
+        "threshold": threshold,
+        "passed": passed,
+        "note": note,
+        "fmt": fmt,
+    }
 
 
 def check(name: str, ok: bool, value: Any = None, note: str = "") -> dict[str, Any]:
@@ -487,15 +563,23 @@ def check(name: str, ok: bool, value: Any = None, note: str = "") -> dict[str, A
     return {"name": name, "ok": bool(ok), "value": value, "note": note}
 
 
-def new_result(name: str, title: str, opts: Options, device: torch.device, settings: Mapping[str, Any]
-               ) -> dict[str, Any]:
+def new_result(
+    name: str, title: str, opts: Options, device: torch.device, settings: Mapping[str, Any]
+) -> dict[str, Any]:
     """The skeleton every benchmark fills: identity, machine, settings, and empty tables/targets/checks."""
     return {
-        "benchmark": name, "title": title, "quick": bool(opts.quick), "status": "ok",
+        "benchmark": name,
+        "title": title,
+        "quick": bool(opts.quick),
+        "status": "ok",
         "command": opts.command or command_line(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": machine_info(device), "settings": dict(settings),
-        "tables": [], "targets": [], "checks": [], "notes": [],
+        "machine": machine_info(device),
+        "settings": dict(settings),
+        "tables": [],
+        "targets": [],
+        "checks": [],
+        "notes": [],
     }
 
 
@@ -508,8 +592,9 @@ class RunStart(NamedTuple):
     result: dict[str, Any]
 
 
-def run_start(name: str, title: str, defaults: Mapping[str, Any], quick_values: Mapping[str, Any],
-              opts: Options) -> RunStart:
+def run_start(
+    name: str, title: str, defaults: Mapping[str, Any], quick_values: Mapping[str, Any], opts: Options
+) -> RunStart:
     """Return the settings, device, torch thread count and result skeleton of one benchmark run.
 
     In this order: :func:`settings_for`, :func:`resolve_device`, :func:`configure_threads` (sets the
@@ -541,8 +626,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def busy_reason(result: Mapping[str, Any], max_load: float = MAX_LOAD, end_load: float | None = None
-                ) -> str | None:
+def busy_reason(
+    result: Mapping[str, Any], max_load: float = MAX_LOAD, end_load: float | None = None
+) -> str | None:
     """Why ``result`` counts as measured on a busy machine, or None.
 
     Busy: the 1-minute load average at the start (``machine.load_avg_1m``) was above ``max_load``, or the load
@@ -554,17 +640,26 @@ def busy_reason(result: Mapping[str, Any], max_load: float = MAX_LOAD, end_load:
     machine = result["machine"]
     start = machine.get("load_avg_1m")
     if start is not None and start > max_load:
-        return (f"the 1-minute load average was {start:.2f} when {result['benchmark']} started, above "
-                f"{max_load:g}: other work was running")
+        return (
+            f"the 1-minute load average was {start:.2f} when {result['benchmark']} started, above "
+            f"{max_load:g}: other work was running"
+        )
     own = max(int(machine.get("torch_threads") or 1), int(machine.get("cpu_usable") or 1))
     if end_load is not None and end_load > own + max_load:
-        return (f"the 1-minute load average was {end_load:.2f} when {result['benchmark']} finished, above its own "
-                f"share ({own}) + {max_load:g}: other work started during the run")
+        return (
+            f"the 1-minute load average was {end_load:.2f} when {result['benchmark']} finished, above its own "
+            f"share ({own}) + {max_load:g}: other work started during the run"
+        )
     return None
 
 
-def write_result(result: dict[str, Any], out: Path, max_load: float = MAX_LOAD, allow_busy: bool = False,
-                 end_load: float | None = None) -> Path:
+def write_result(
+    result: dict[str, Any],
+    out: Path,
+    max_load: float = MAX_LOAD,
+    allow_busy: bool = False,
+    end_load: float | None = None,
+) -> Path:
     """Write ``result`` as indented JSON to :func:`result_path` and return the path.
 
     Records ``result["load"]``: the 1-minute load average at the start and now (``end_load``, default measured
@@ -577,11 +672,18 @@ def write_result(result: dict[str, Any], out: Path, max_load: float = MAX_LOAD, 
     """
     end = load_average_1m() if end_load is None else end_load
     reason = busy_reason(result, max_load, end)
-    result["load"] = {"start_1m": result["machine"].get("load_avg_1m"), "end_1m": end, "max_1m": max_load,
-                      "busy": reason, "busy_allowed": bool(allow_busy and reason)}
+    result["load"] = {
+        "start_1m": result["machine"].get("load_avg_1m"),
+        "end_1m": end,
+        "max_1m": max_load,
+        "busy": reason,
+        "busy_allowed": bool(allow_busy and reason),
+    }
     if reason and not allow_busy:
-        raise BusyMachineError(f"not writing the {result['benchmark']} result: {reason}. Pause the other work "
-                               "(or pass --allow-busy to keep a result marked busy)")
+        raise BusyMachineError(
+            f"not writing the {result['benchmark']} result: {reason}. Pause the other work "
+            "(or pass --allow-busy to keep a result marked busy)"
+        )
     path = result_path(result["benchmark"], result["machine"]["device"], out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

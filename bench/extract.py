@@ -25,8 +25,15 @@ from tffd_viz.models import create_model, default_taps, extract_taps
 NAME = "extract"
 TITLE = "Feature extraction: extract_taps vs bare forward"
 
-DEFAULTS: dict[str, Any] = {"arch": "resnet20", "num_classes": 100, "batch_size": 256, "warmup": 5, "repeats": 30,
-                            "stream_batches": 4, "seed": 0}
+DEFAULTS: dict[str, Any] = {
+    "arch": "resnet20",
+    "num_classes": 100,
+    "batch_size": 256,
+    "warmup": 5,
+    "repeats": 30,
+    "stream_batches": 4,
+    "seed": 0,
+}
 QUICK: dict[str, Any] = {"arch": "resnet8", "batch_size": 16, "warmup": 1, "repeats": 3, "stream_batches": 2}
 TARGET = 0.9
 
@@ -56,7 +63,7 @@ def run(opts: Options) -> dict[str, Any]:
     def forward_stream() -> None:
         with torch.no_grad():
             for start in range(0, many.shape[0], s["batch_size"]):
-                model(many[start:start + s["batch_size"]].to(device)).cpu()
+                model(many[start : start + s["batch_size"]].to(device)).cpu()
 
     def features_stream() -> Any:
         return extract_features(model, many, batch_size=s["batch_size"])
@@ -70,33 +77,62 @@ def run(opts: Options) -> dict[str, Any]:
     same_rows = torch.equal(stored, direct) if exact else torch.allclose(stored, direct, rtol=1e-3, atol=1e-4)
     same_logits = torch.equal(bare, logits) if exact else torch.allclose(bare, logits, rtol=1e-3, atol=1e-4)
     result["checks"] += [
-        check("extract_taps(return_logits=True) logits == model(x)" + (" exactly" if exact else ""),
-              bool(same_logits)),
+        check(
+            "extract_taps(return_logits=True) logits == model(x)" + (" exactly" if exact else ""),
+            bool(same_logits),
+        ),
         check(f"taps are the default taps {taps}", list(feats) == taps, list(feats)),
         check(f"extract_features rows == extract_taps on the same batch ({taps[-1]})", bool(same_rows)),
     ]
-    fns = {"forward": forward, "extract_taps": taps_only, "extract_taps+logits": taps_logits,
-           "forward (stream)": forward_stream, "extract_features (stream)": features_stream}
+    fns = {
+        "forward": forward,
+        "extract_taps": taps_only,
+        "extract_taps+logits": taps_logits,
+        "forward (stream)": forward_stream,
+        "extract_features (stream)": features_stream,
+    }
     samples = alternate(fns, device, s["warmup"], s["repeats"])
     stats = {k: summary(v) for k, v in samples.items()}
     rows = []
-    for name, images, ref in (("forward", s["batch_size"], "forward"),
-                              ("extract_taps", s["batch_size"], "forward"),
-                              ("extract_taps+logits", s["batch_size"], "forward"),
-                              ("forward (stream)", many.shape[0], "forward (stream)"),
-                              ("extract_features (stream)", many.shape[0], "forward (stream)")):
+    for name, images, ref in (
+        ("forward", s["batch_size"], "forward"),
+        ("extract_taps", s["batch_size"], "forward"),
+        ("extract_taps+logits", s["batch_size"], "forward"),
+        ("forward (stream)", many.shape[0], "forward (stream)"),
+        ("extract_features (stream)", many.shape[0], "forward (stream)"),
+    ):
         med = stats[name]["median"]
-        rows.append({"variant": name, "images": images, "median": med, "iqr": stats[name]["iqr"],
-                     "images_per_s": images / med, "throughput_ratio": stats[ref]["median"] / med,
-                     "stats": stats[name]})
+        rows.append(
+            {
+                "variant": name,
+                "images": images,
+                "median": med,
+                "iqr": stats[name]["iqr"],
+                "images_per_s": images / med,
+                "throughput_ratio": stats[ref]["median"] / med,
+                "stats": stats[name],
+            }
+        )
     ratio = stats["forward"]["median"] / stats["extract_taps"]["median"]
     result["targets"].append(target("extract_taps throughput / bare forward throughput", ratio, ">=", TARGET))
-    result["tables"].append(table("Throughput (eval, no_grad)", [
-        column("variant", "variant", "str"), column("images", "images", "int"), column("median", "median", "ms"),
-        column("iqr", "IQR", "ms"), column("images_per_s", "images/s", "int"),
-        column("throughput_ratio", "throughput / bare forward", "ratio"),
-    ], rows, note=(f"{s['arch']} ({s['num_classes']} classes), batch {s['batch_size']}x3x32x32 on {device}, taps {taps}; "
-                   f"median of {s['repeats']} alternating calls after {s['warmup']} warm-ups. The (stream) rows "
-                   f"run {s['stream_batches']} batches from CPU memory, extract_features storing every full tap map "
-                   "on the CPU.")))
+    result["tables"].append(
+        table(
+            "Throughput (eval, no_grad)",
+            [
+                column("variant", "variant", "str"),
+                column("images", "images", "int"),
+                column("median", "median", "ms"),
+                column("iqr", "IQR", "ms"),
+                column("images_per_s", "images/s", "int"),
+                column("throughput_ratio", "throughput / bare forward", "ratio"),
+            ],
+            rows,
+            note=(
+                f"{s['arch']} ({s['num_classes']} classes), batch {s['batch_size']}x3x32x32 on {device}, taps {taps}; "
+                f"median of {s['repeats']} alternating calls after {s['warmup']} warm-ups. The (stream) rows "
+                f"run {s['stream_batches']} batches from CPU memory, extract_features storing every full tap map "
+                "on the CPU."
+            ),
+        )
+    )
     return result

@@ -33,8 +33,17 @@ from bench.common import REPO_ROOT, Options, check, column, launched_child, run_
 NAME = "imagenet"
 TITLE = "ImageNet-size models in the app: ResNet-18 pair, 64 images of 224x224"
 
-PAGES: tuple[str, ...] = ("overview", "ranking", "losses", "feature_maps", "similarity", "cka", "attribution",
-                          "embeddings", "evolution")
+PAGES: tuple[str, ...] = (
+    "overview",
+    "ranking",
+    "losses",
+    "feature_maps",
+    "similarity",
+    "cka",
+    "attribution",
+    "embeddings",
+    "evolution",
+)
 DEFAULTS: dict[str, Any] = {"n": 64, "per_class": 8, "classes": 10, "pages": list(PAGES), "timeout": 900.0}
 QUICK: dict[str, Any] = {"n": 8, "per_class": 1, "pages": ["overview"]}
 TARGETS: dict[str, float] = {"choose_to_first_chart": 15.0, "peak_rss_mib": 2048.0}
@@ -64,8 +73,9 @@ def write_fixture(folder: Path, classes: int, per_class: int) -> tuple[Path, Pat
     ck = folder / "checkpoints"
     for seed, name in enumerate(PAIR):
         torch.manual_seed(seed)
-        save_checkpoint(create_model("resnet18", num_classes=classes), {"dataset": "imagefolder", "seed": seed},
-                        ck / name)
+        save_checkpoint(
+            create_model("resnet18", num_classes=classes), {"dataset": "imagefolder", "seed": seed}, ck / name
+        )
     return root, ck
 
 
@@ -128,25 +138,60 @@ def run(opts: Options) -> dict[str, Any]:
         pages = {page: _launch({**base, "mode": page}, env) for page in s["pages"]}
     errors = sorted({e for r in [chosen, *pages.values()] for e in r.get("errors", [])})
     result["checks"].append(check("every run showed no exception and no st.error", not errors, errors[:5]))
-    result["checks"].append(check(f"the sample batch holds {s['n']} images", chosen.get("n") == s["n"],
-                                  chosen.get("n")))
-    rows = [{"page": "choose the pair (Overview)", "seconds": chosen.get("seconds"),
-             "cold": chosen.get("start_to_first_chart"), "charts": chosen.get("charts"),
-             "peak_rss_mib": chosen.get("peak_rss_mib")}]
-    rows += [{"page": page, "seconds": None, "cold": r.get("start_to_first_chart"), "charts": r.get("charts"),
-              "peak_rss_mib": r.get("peak_rss_mib")} for page, r in pages.items()]
+    result["checks"].append(
+        check(f"the sample batch holds {s['n']} images", chosen.get("n") == s["n"], chosen.get("n"))
+    )
+    rows = [
+        {
+            "page": "choose the pair (Overview)",
+            "seconds": chosen.get("seconds"),
+            "cold": chosen.get("start_to_first_chart"),
+            "charts": chosen.get("charts"),
+            "peak_rss_mib": chosen.get("peak_rss_mib"),
+        }
+    ]
+    rows += [
+        {
+            "page": page,
+            "seconds": None,
+            "cold": r.get("start_to_first_chart"),
+            "charts": r.get("charts"),
+            "peak_rss_mib": r.get("peak_rss_mib"),
+        }
+        for page, r in pages.items()
+    ]
     result["runs"] = {"choose": chosen, **pages}
-    result["tables"].append(table("ResNet-18 pair, 224x224 image folder, one fresh process per row", [
-        column("page", "page", "str"), column("seconds", "choose -> first chart", "s"),
-        column("cold", "process start -> page drawn", "s"), column("charts", "charts", "g"),
-        column("peak_rss_mib", "peak RSS (MiB)", "mib"),
-    ], rows, note=(f"AppTest of app.py; two random-init torchvision ResNet-18s (10 classes), n = {s['n']} images "
-                   f"of a generated val/ folder (JPEG, 300-500 px), device {device.type}, torch threads {threads}. "
-                   "Peak RSS is the whole process (Python, torch, streamlit, the page's caches).")))
+    result["tables"].append(
+        table(
+            "ResNet-18 pair, 224x224 image folder, one fresh process per row",
+            [
+                column("page", "page", "str"),
+                column("seconds", "choose -> first chart", "s"),
+                column("cold", "process start -> page drawn", "s"),
+                column("charts", "charts", "g"),
+                column("peak_rss_mib", "peak RSS (MiB)", "mib"),
+            ],
+            rows,
+            note=(
+                f"AppTest of app.py; two random-init torchvision ResNet-18s (10 classes), n = {s['n']} images "
+                f"of a generated val/ folder (JPEG, 300-500 px), device {device.type}, torch threads {threads}. "
+                "Peak RSS is the whole process (Python, torch, streamlit, the page's caches)."
+            ),
+        )
+    )
     peak = max((r.get("peak_rss_mib") or 0.0 for r in [chosen, *pages.values()]), default=None)
-    result["targets"].append(target("ResNet-18 pair: choose -> first chart", chosen.get("seconds"), "<=",
-                                    TARGETS["choose_to_first_chart"], fmt="s"))
-    result["targets"].append(target("peak memory of any page (MiB)", peak, "<=", TARGETS["peak_rss_mib"], fmt="mib"))
+    result["targets"].append(
+        target(
+            "ResNet-18 pair: choose -> first chart",
+            chosen.get("seconds"),
+            "<=",
+            TARGETS["choose_to_first_chart"],
+            fmt="s",
+        )
+    )
+    result["targets"].append(
+        target("peak memory of any page (MiB)", peak, "<=", TARGETS["peak_rss_mib"], fmt="mib")
+    )
     if errors:
         result["status"] = "error: " + "; ".join(errors[:3])
     return result
@@ -155,7 +200,10 @@ def run(opts: Options) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """``python -m bench.imagenet --child '<json spec>'`` (used by :func:`run`)."""
     if len(argv) != 2 or argv[0] != "--child":
-        print("usage: python -m bench.imagenet --child '<json spec>' (use python -m bench imagenet)", file=sys.stderr)
+        print(
+            "usage: python -m bench.imagenet --child '<json spec>' (use python -m bench imagenet)",
+            file=sys.stderr,
+        )
         return 2
     try:
         out = child(json.loads(argv[1]))

@@ -31,8 +31,11 @@ def _cifar10(n: int, root: str | None) -> BenchImages:
     test = bundle.test
     if n > len(test):
         raise DataError(f"asked for {n} CIFAR-10 test images but {bundle.source} has {len(test)}")
-    return BenchImages(test.normalized(slice(0, n)), len(bundle.classes),
-                       f"CIFAR-10 test images 0..{n - 1} ({bundle.source})")
+    return BenchImages(
+        test.normalized(slice(0, n)),
+        len(bundle.classes),
+        f"CIFAR-10 test images 0..{n - 1} ({bundle.source})",
+    )
 
 
 def _digits(n: int, seed: int) -> BenchImages:
@@ -44,9 +47,12 @@ def _digits(n: int, seed: int) -> BenchImages:
     offsets = torch.randint(0, 5, (n, 2), generator=gen)
     offsets[: min(n, pool.shape[0])] = 2  # the first pass over the digits is unaugmented (centre crop)
     x01 = augment_batch(base, offsets, None, padding=2)
-    return BenchImages(bundle.test.normalize(x01), len(bundle.classes),
-                       f"scikit-learn digits (train+test, {pool.shape[0]} images, 1x32x32) repeated to {n} with "
-                       f"random 32x32 crops after zero padding 2 (seed {seed}; first pass uncropped)")
+    return BenchImages(
+        bundle.test.normalize(x01),
+        len(bundle.classes),
+        f"scikit-learn digits (train+test, {pool.shape[0]} images, 1x32x32) repeated to {n} with "
+        f"random 32x32 crops after zero padding 2 (seed {seed}; first pass uncropped)",
+    )
 
 
 def benchmark_images(source: str, n: int, data_root: str | None, seed: int = 0) -> BenchImages:
@@ -81,8 +87,9 @@ def benchmark_images(source: str, n: int, data_root: str | None, seed: int = 0) 
     return _digits(n, seed)
 
 
-def model_pair(arch: str, num_classes: int, in_chans: int, device: torch.device, seeds: tuple[int, int] = (0, 1)
-               ) -> tuple[nn.Module, nn.Module]:
+def model_pair(
+    arch: str, num_classes: int, in_chans: int, device: torch.device, seeds: tuple[int, int] = (0, 1)
+) -> tuple[nn.Module, nn.Module]:
     """Two freshly initialised models (seeds 0 and 1) in eval mode on ``device`` (timings and equality checks do
     not depend on training)."""
     models = []

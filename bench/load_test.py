@@ -42,8 +42,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 HOST = "127.0.0.1"
 MAX_SESSIONS = 12
 MAX_ROUNDS = 5
@@ -59,14 +66,30 @@ def free_port() -> int:
 
 
 def start_server(port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-           "--server.headless", "true", "--server.address", HOST, "--server.port", str(port),
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-           "--server.runOnSave", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.address",
+        HOST,
+        "--server.port",
+        str(port),
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.runOnSave",
+        "false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     handle = log.open("w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float) -> float:
@@ -135,13 +158,24 @@ def shipped_models() -> list[str]:
 
 def make_plans(sessions: int, models: list[str]) -> list[Plan]:
     if len(models) < 2:
-        raise SystemExit(f"need at least 2 shipped digits checkpoints in {ROOT / 'checkpoints'}, found {models}")
+        raise SystemExit(
+            f"need at least 2 shipped digits checkpoints in {ROOT / 'checkpoints'}, found {models}"
+        )
     plans = []
     for s in range(sessions):
         a, b = models[s % len(models)], models[(s + 1) % len(models)]
         page = "" if s % 2 == 0 else OTHER_PAGES[(s // 2) % len(OTHER_PAGES)]
-        plans.append(Plan(session=s, page=page, a=a, b=b, n=(32, 48, 64, 40)[s % 4], seed=s,
-                          split="test" if s % 3 else "train"))
+        plans.append(
+            Plan(
+                session=s,
+                page=page,
+                a=a,
+                b=b,
+                n=(32, 48, 64, 40)[s % 4],
+                seed=s,
+                split="test" if s % 3 else "train",
+            )
+        )
     return plans
 
 
@@ -201,7 +235,8 @@ async def read_overview(page: Any) -> dict[str, Any]:
             return {title: String(title || ""),
                     z: z && z.bdata ? {dtype: z.dtype, bdata: z.bdata, shape: String(z.shape)}
                        : (z ? Array.from(z, r => Array.from(r)) : null)};
-        })""")
+        })"""
+    )
     for fig in figures:
         found = re.search(r"Confusion matrix, ([AB])\b", re.sub(r"<[^>]+>", "", fig["title"]))
         if found and fig["z"] is not None:
@@ -247,8 +282,10 @@ async def visit(context: Any, plan: Plan, round_: int, port: int, timeout: float
             result.expected = await asyncio.to_thread(expected_overview, plan, seed)
             wrong = [k for k in result.expected if result.shown.get(k) != result.expected[k]]
             if wrong:
-                result.problems.append(f"shown != expected for {wrong}: {[result.shown.get(k) for k in wrong]} "
-                                       f"vs {[result.expected[k] for k in wrong]}")
+                result.problems.append(
+                    f"shown != expected for {wrong}: {[result.shown.get(k) for k in wrong]} "
+                    f"vs {[result.expected[k] for k in wrong]}"
+                )
     except Exception as exc:  # a timeout or a closed page is a failed check of this session
         result.seconds = round(time.monotonic() - t0, 2)
         result.problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
@@ -305,12 +342,21 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(proc)
     loads = [r.seconds for r in results if r.ok]
     summary = {
-        "sessions": sessions, "rounds": rounds, "port": port, "server_startup_s": round(startup, 2),
-        "wall_s": round(time.monotonic() - t0, 2), "page_loads": len(results),
-        "passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
-        "page_seconds": {"min": min(loads, default=None), "max": max(loads, default=None),
-                         "mean": round(sum(loads) / len(loads), 2) if loads else None},
-        "server_log": str(log), "results": [asdict(r) for r in results],
+        "sessions": sessions,
+        "rounds": rounds,
+        "port": port,
+        "server_startup_s": round(startup, 2),
+        "wall_s": round(time.monotonic() - t0, 2),
+        "page_loads": len(results),
+        "passed": sum(r.ok for r in results),
+        "failed": sum(not r.ok for r in results),
+        "page_seconds": {
+            "min": min(loads, default=None),
+            "max": max(loads, default=None),
+            "mean": round(sum(loads) / len(loads), 2) if loads else None,
+        },
+        "server_log": str(log),
+        "results": [asdict(r) for r in results],
     }
     text = json.dumps(summary, indent=2)
     print(text)

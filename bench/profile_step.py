@@ -29,8 +29,9 @@ def _self_times(prof: Any, device: torch.device) -> dict[str, float]:
     return {evt.key: float(getattr(evt, attr, 0.0)) for evt in prof.key_averages()}
 
 
-def profile_variant(step: Any, device: torch.device, steps: int, warmup: int, trace: Path | None, name: str
-                    ) -> tuple[Any, float]:
+def profile_variant(
+    step: Any, device: torch.device, steps: int, warmup: int, trace: Path | None, name: str
+) -> tuple[Any, float]:
     """Warm up, then profile ``steps`` calls of ``step``; return the profiler and the wall time per step."""
     import time
 
@@ -52,8 +53,11 @@ def profile_variant(step: Any, device: torch.device, steps: int, warmup: int, tr
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, profile, print."""
-    p = argparse.ArgumentParser(prog="python -m bench.profile_step", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.profile_step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--format", choices=list(FORMATS), default="channels_last")
@@ -79,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.randint(0, s["num_classes"], (s["batch_size"],), generator=gen).to(device)
     teacher, _ = transplanted_teacher(s["teacher"], s["teacher_weights"], s["num_classes"])
     steps, _ = build_steps(s, device, args.format, x, labels, teacher)
-    print(f"{device_label(device)}, torch {torch.__version__}, {threads} threads, {args.arch} batch "
-          f"{args.batch_size}, {args.format}; {args.steps} profiled steps after {args.warmup} warm-ups")
+    print(
+        f"{device_label(device)}, torch {torch.__version__}, {threads} threads, {args.arch} batch "
+        f"{args.batch_size}, {args.format}; {args.steps} profiled steps after {args.warmup} warm-ups"
+    )
 
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     times: dict[str, dict[str, float]] = {}
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         deltas = sorted(((times[other].get(k, 0.0) - times[ref].get(k, 0.0), k) for k in keys), reverse=True)
         print(f"\n=== ops whose self time grows most from {ref} to {other} (us over {args.steps} steps) ===")
         for delta, key in deltas[: args.row_limit]:
-            print(f"{delta:12.0f}  {key}  ({times[ref].get(key, 0.0):.0f} -> {times[other].get(key, 0.0):.0f})")
+            print(
+                f"{delta:12.0f}  {key}  ({times[ref].get(key, 0.0):.0f} -> {times[other].get(key, 0.0):.0f})"
+            )
         print(f"\nwall per step: {other} / {ref} = {wall[other] / wall[ref]:.3f}")
     return 0
 

@@ -42,20 +42,41 @@ from tffd_viz.similarity import MinibatchCKA
 NAME = "scaling"
 TITLE = "Scaling with the number of images: extraction and streaming CKA"
 
-DEFAULTS: dict[str, Any] = {"arch": "resnet20", "sizes": [1000, 2000, 5000, 10000], "batch_size": 256,
-                            "pool": "none", "images": "auto", "data_root": None, "repeats": 3}
-QUICK: dict[str, Any] = {"arch": "resnet8", "sizes": [64, 128], "batch_size": 32, "images": "digits", "repeats": 1}
+DEFAULTS: dict[str, Any] = {
+    "arch": "resnet20",
+    "sizes": [1000, 2000, 5000, 10000],
+    "batch_size": 256,
+    "pool": "none",
+    "images": "auto",
+    "data_root": None,
+    "repeats": 3,
+}
+QUICK: dict[str, Any] = {
+    "arch": "resnet8",
+    "sizes": [64, 128],
+    "batch_size": 32,
+    "images": "digits",
+    "repeats": 1,
+}
 POOL_NAMES: dict[str, str | None] = {"none": None, "flatten": "flatten", "avg": "avg", "max": "max"}
 FLAT_RATIO = 1.25
 
 
-def streaming_cka(model_a: torch.nn.Module, model_b: torch.nn.Module, images: torch.Tensor, batch_size: int,
-                  pool: str | None) -> torch.Tensor:
+def streaming_cka(
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    pool: str | None,
+) -> torch.Tensor:
     """CKA heatmap of the default taps, streamed: each batch's taps go into MinibatchCKA and are dropped."""
     reduce = POOLS[pool]
     mb: MinibatchCKA | None = None
-    for (_, fa), (_, fb) in zip(iter_tap_batches(model_a, images, batch_size=batch_size),
-                                iter_tap_batches(model_b, images, batch_size=batch_size), strict=True):
+    for (_, fa), (_, fb) in zip(
+        iter_tap_batches(model_a, images, batch_size=batch_size),
+        iter_tap_batches(model_b, images, batch_size=batch_size),
+        strict=True,
+    ):
         if mb is None:
             mb = MinibatchCKA(len(fa), len(fb))
         mb.update({k: reduce(v) for k, v in fa.items()}, {k: reduce(v) for k, v in fb.items()})
@@ -63,7 +84,9 @@ def streaming_cka(model_a: torch.nn.Module, model_b: torch.nn.Module, images: to
     return mb.compute()
 
 
-def stored_cka(feats_a: dict[str, torch.Tensor], feats_b: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+def stored_cka(
+    feats_a: dict[str, torch.Tensor], feats_b: dict[str, torch.Tensor], batch_size: int
+) -> torch.Tensor:
     """MinibatchCKA over stored features with the same consecutive minibatches as :func:`streaming_cka`."""
     mb = MinibatchCKA(len(feats_a), len(feats_b))
     n = next(iter(feats_a.values())).shape[0]
@@ -98,8 +121,9 @@ def run(opts: Options) -> dict[str, Any]:
     feats_a, feats_b = extract(sizes[0])
     streamed = stream(sizes[0])
     diff = float((streamed.cpu() - stored_cka(feats_a, feats_b, b).cpu()).abs().max())
-    result["checks"].append(check(f"streaming CKA == MinibatchCKA of the stored features (n = {sizes[0]})",
-                                  diff <= 1e-12, diff))
+    result["checks"].append(
+        check(f"streaming CKA == MinibatchCKA of the stored features (n = {sizes[0]})", diff <= 1e-12, diff)
+    )
     del feats_a, feats_b
 
     runs: dict[tuple[str, int], list[tuple[float, dict[str, Any]]]] = {}
@@ -119,21 +143,50 @@ def run(opts: Options) -> dict[str, Any]:
         st = summary([sec for sec, _ in items])
         peak = max(mem["peak_bytes"] for _, mem in items)
         peaks.setdefault(what, {})[n] = peak
-        rows.append({"what": what, "n": n, "median": st["median"], "iqr": st["iqr"], "stats": st,
-                     "images_per_s": n / st["median"], "peak_mib": peak / 2**20,
-                     "stored_mib": stored_bytes[n] / 2**20 if what.startswith("extract") else 0.0,
-                     "memory_method": items[0][1]["method"]})
+        rows.append(
+            {
+                "what": what,
+                "n": n,
+                "median": st["median"],
+                "iqr": st["iqr"],
+                "stats": st,
+                "images_per_s": n / st["median"],
+                "peak_mib": peak / 2**20,
+                "stored_mib": stored_bytes[n] / 2**20 if what.startswith("extract") else 0.0,
+                "memory_method": items[0][1]["method"],
+            }
+        )
     rows.sort(key=lambda r: (r["what"] != "extract (stored)", r["n"]))
     stream_peaks = peaks["CKA streaming"]
     ratio = stream_peaks[sizes[-1]] / max(stream_peaks[sizes[0]], 1.0)
-    result["targets"].append(target(f"CKA streaming peak memory at n={sizes[-1]} / at n={sizes[0]}", ratio, "<=",
-                                    FLAT_RATIO, note="flat: independent of the number of images"))
+    result["targets"].append(
+        target(
+            f"CKA streaming peak memory at n={sizes[-1]} / at n={sizes[0]}",
+            ratio,
+            "<=",
+            FLAT_RATIO,
+            note="flat: independent of the number of images",
+        )
+    )
     result["images"] = imgs.source
-    result["tables"].append(table("Time and peak memory per size", [
-        column("what", "what", "str"), column("n", "images", "int"), column("median", "median", "s"),
-        column("iqr", "IQR", "s"), column("images_per_s", "images/s", "int"), column("peak_mib", "peak MiB", "mib"),
-        column("stored_mib", "features stored MiB", "mib"),
-    ], rows, note=(f"two {s['arch']} models (random init), images: {imgs.source}; pool {s['pool']}, batch = "
-                   f"minibatch {b}, on {device}; median of {s['repeats']} runs per size, peak = largest of the runs "
-                   f"({rows[0]['memory_method']}).")))
+    result["tables"].append(
+        table(
+            "Time and peak memory per size",
+            [
+                column("what", "what", "str"),
+                column("n", "images", "int"),
+                column("median", "median", "s"),
+                column("iqr", "IQR", "s"),
+                column("images_per_s", "images/s", "int"),
+                column("peak_mib", "peak MiB", "mib"),
+                column("stored_mib", "features stored MiB", "mib"),
+            ],
+            rows,
+            note=(
+                f"two {s['arch']} models (random init), images: {imgs.source}; pool {s['pool']}, batch = "
+                f"minibatch {b}, on {device}; median of {s['repeats']} runs per size, peak = largest of the runs "
+                f"({rows[0]['memory_method']})."
+            ),
+        )
+    )
     return result

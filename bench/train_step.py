@@ -51,17 +51,35 @@ NAME = "train_step"
 TITLE = "Training step: baseline vs Tf-FD vs teacher-based FitNets"
 
 DEFAULTS: dict[str, Any] = {
-    "arch": "resnet20", "teacher": "resnet110",
-    "teacher_weights": "checkpoints/cifar100_resnet20_baseline_s0.safetensors", "num_classes": 100,
-    "batch_size": 128, "warmup": 5, "repeats": 30, "formats": ["channels_last", "contiguous"],
-    "hint_student": "layer2", "hint_teacher": "layer2", "beta": 100.0, "lr": 0.1, "momentum": 0.9,
-    "weight_decay": 5e-4, "seed": 0,
+    "arch": "resnet20",
+    "teacher": "resnet110",
+    "teacher_weights": "checkpoints/cifar100_resnet20_baseline_s0.safetensors",
+    "num_classes": 100,
+    "batch_size": 128,
+    "warmup": 5,
+    "repeats": 30,
+    "formats": ["channels_last", "contiguous"],
+    "hint_student": "layer2",
+    "hint_teacher": "layer2",
+    "beta": 100.0,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "seed": 0,
 }
-QUICK: dict[str, Any] = {"arch": "resnet8", "teacher": "resnet32", "batch_size": 16, "warmup": 1, "repeats": 3}
+QUICK: dict[str, Any] = {
+    "arch": "resnet8",
+    "teacher": "resnet32",
+    "batch_size": 16,
+    "warmup": 1,
+    "repeats": 3,
+}
 
 VARIANTS: tuple[str, ...] = ("baseline", "baseline_logged", "tffd", "teacher_fitnets")
-FORMATS: dict[str, torch.memory_format] = {"contiguous": torch.contiguous_format,
-                                           "channels_last": torch.channels_last}
+FORMATS: dict[str, torch.memory_format] = {
+    "contiguous": torch.contiguous_format,
+    "channels_last": torch.channels_last,
+}
 TARGET_RATIO = 1.05
 STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3")
 
@@ -95,20 +113,25 @@ def transplanted_teacher(arch: str, weights: str | Path, num_classes: int) -> tu
     source, card = load_checkpoint(path, device="cpu")
     teacher = create_model(arch, num_classes=num_classes)
     if card.get("num_classes") != num_classes:
-        raise ValueError(f"teacher_weights {path} has {card.get('num_classes')} classes, the benchmark "
-                         f"{num_classes}")
+        raise ValueError(
+            f"teacher_weights {path} has {card.get('num_classes')} classes, the benchmark {num_classes}"
+        )
     src, dst = source.state_dict(), teacher.state_dict()
     blocks: dict[str, int] = {}
     for stage in STAGES:
         n_src, n_dst = len(getattr(source, stage)), len(getattr(teacher, stage))
         if n_dst < n_src:
-            raise ValueError(f"teacher {arch} has {n_dst} blocks in {stage}, fewer than the {n_src} of "
-                             f"{card.get('arch')} ({path})")
+            raise ValueError(
+                f"teacher {arch} has {n_dst} blocks in {stage}, fewer than the {n_src} of "
+                f"{card.get('arch')} ({path})"
+            )
         blocks[stage] = n_src
     for key, value in src.items():
         if key not in dst or dst[key].shape != value.shape:
-            raise ValueError(f"teacher_weights {path} ({card.get('arch')}) does not fit {arch}: parameter {key} "
-                             f"{tuple(value.shape)} vs {tuple(dst[key].shape) if key in dst else 'absent'}")
+            raise ValueError(
+                f"teacher_weights {path} ({card.get('arch')}) does not fit {arch}: parameter {key} "
+                f"{tuple(value.shape)} vs {tuple(dst[key].shape) if key in dst else 'absent'}"
+            )
         dst[key] = value.clone()
     teacher.load_state_dict(dst)
     with torch.no_grad():
@@ -152,8 +175,16 @@ class FitNetsStep:
         Weight of the hint loss.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, regressor: nn.Module,
-                 optimizer: torch.optim.Optimizer, hint_student: str, hint_teacher: str, beta: float) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        regressor: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        hint_student: str,
+        hint_teacher: str,
+        beta: float,
+    ) -> None:
         self.student, self.teacher, self.regressor = student, teacher, regressor
         self.optimizer = optimizer
         self.hint_student, self.hint_teacher, self.beta = hint_student, hint_teacher, float(beta)
@@ -185,8 +216,9 @@ class Recorded:
         return out
 
 
-def build_steps(s: dict[str, Any], device: torch.device, fmt_name: str, x: Tensor, labels: Tensor,
-                teacher: nn.Module) -> tuple[dict[str, Step], nn.Module]:
+def build_steps(
+    s: dict[str, Any], device: torch.device, fmt_name: str, x: Tensor, labels: Tensor, teacher: nn.Module
+) -> tuple[dict[str, Step], nn.Module]:
     """Return ``variant -> zero-argument step`` for one memory format, and a copy of the initial student.
 
     Every variant gets its own copy of one seeded initial student (and its own optimiser); ``teacher`` (on
@@ -212,8 +244,15 @@ def build_steps(s: dict[str, Any], device: torch.device, fmt_name: str, x: Tenso
     student = copy.deepcopy(base)
     torch.manual_seed(s["seed"] + 2)
     regressor = ConvReg(s_ch, t_ch).to(device=device, memory_format=fmt).train()
-    fitnets = FitNetsStep(student, teacher, regressor, _sgd([*student.parameters(), *regressor.parameters()], s),
-                          s["hint_student"], s["hint_teacher"], s["beta"])
+    fitnets = FitNetsStep(
+        student,
+        teacher,
+        regressor,
+        _sgd([*student.parameters(), *regressor.parameters()], s),
+        s["hint_student"],
+        s["hint_teacher"],
+        s["beta"],
+    )
     steps: dict[str, Step] = {
         "baseline": train_step_variant(None, False),
         "baseline_logged": train_step_variant(tffd, False),
@@ -223,8 +262,15 @@ def build_steps(s: dict[str, Any], device: torch.device, fmt_name: str, x: Tenso
     return {v: Recorded(step) for v, step in steps.items()}, copy.deepcopy(base)
 
 
-def _first_step_checks(fmt_name: str, first: dict[str, dict[str, float]], initial: nn.Module, x: Tensor,
-                       labels: Tensor, beta: float, tol: float) -> list[dict[str, Any]]:
+def _first_step_checks(
+    fmt_name: str,
+    first: dict[str, dict[str, float]],
+    initial: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    beta: float,
+    tol: float,
+) -> list[dict[str, Any]]:
     """Checks on the first (untimed) step of every variant, from the same weights and batch (absolute ``tol``).
 
     The tolerances are absolute: a loss that blows up (or a NaN) fails them instead of widening them.
@@ -238,33 +284,58 @@ def _first_step_checks(fmt_name: str, first: dict[str, dict[str, float]], initia
     tffd_gap = tffd["loss"] - (tffd["ce"] + tffd["tffd_total"])
     kd_gap = kd["loss"] - (kd["ce"] + beta * kd["hint"])
     return [
-        check(f"[{fmt_name}] same CE in every variant at step 1 (same weights, same batch), |spread| <= {tol:g}",
-              spread <= tol, spread),
-        check(f"[{fmt_name}] step-1 CE = F.cross_entropy(model(x), y) of the initial weights, within {tol:g}",
-              abs(ces["baseline"] - ce_plain) <= tol, ces["baseline"] - ce_plain),
+        check(
+            f"[{fmt_name}] same CE in every variant at step 1 (same weights, same batch), |spread| <= {tol:g}",
+            spread <= tol,
+            spread,
+        ),
+        check(
+            f"[{fmt_name}] step-1 CE = F.cross_entropy(model(x), y) of the initial weights, within {tol:g}",
+            abs(ces["baseline"] - ce_plain) <= tol,
+            ces["baseline"] - ce_plain,
+        ),
         check(f"[{fmt_name}] baseline loss = CE", first["baseline"]["loss"] == first["baseline"]["ce"]),
-        check(f"[{fmt_name}] baseline_logged loss = CE (terms logged, not trained)",
-              first["baseline_logged"]["loss"] == first["baseline_logged"]["ce"]),
-        check(f"[{fmt_name}] tffd loss = CE + Tf-FD total (warm-up 1), within {tol:g}", abs(tffd_gap) <= tol,
-              tffd_gap),
-        check(f"[{fmt_name}] teacher_fitnets loss = CE + beta * hint, within {10 * tol:g} (loss about 1e2)",
-              abs(kd_gap) <= 10 * tol, kd_gap),
+        check(
+            f"[{fmt_name}] baseline_logged loss = CE (terms logged, not trained)",
+            first["baseline_logged"]["loss"] == first["baseline_logged"]["ce"],
+        ),
+        check(
+            f"[{fmt_name}] tffd loss = CE + Tf-FD total (warm-up 1), within {tol:g}",
+            abs(tffd_gap) <= tol,
+            tffd_gap,
+        ),
+        check(
+            f"[{fmt_name}] teacher_fitnets loss = CE + beta * hint, within {10 * tol:g} (loss about 1e2)",
+            abs(kd_gap) <= 10 * tol,
+            kd_gap,
+        ),
     ]
 
 
-def _teacher_checks(teacher: nn.Module, source: nn.Module, x: Tensor, hint: str, tol: float
-                    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def _teacher_checks(
+    teacher: nn.Module, source: nn.Module, x: Tensor, hint: str, tol: float
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The transplanted teacher computes the checkpoint: same logits and hint (absolute ``tol``), on the CPU."""
     with torch.no_grad():
         t_logits, t_taps = extract_taps(teacher, x.cpu(), [hint], return_logits=True)
         s_logits, s_taps = extract_taps(source, x.cpu(), [hint], return_logits=True)
     logit_gap = float((t_logits - s_logits).abs().max())
     hint_gap = float((t_taps[hint] - s_taps[hint]).abs().max())
-    stats = {"teacher_hint_mean_square": float(t_taps[hint].double().pow(2).mean()),
-             "source_hint_mean_square": float(s_taps[hint].double().pow(2).mean())}
+    stats = {
+        "teacher_hint_mean_square": float(t_taps[hint].double().pow(2).mean()),
+        "source_hint_mean_square": float(s_taps[hint].double().pow(2).mean()),
+    }
     return [
-        check(f"teacher logits = the checkpoint's logits on the batch, within {tol:g}", logit_gap <= tol, logit_gap),
-        check(f"teacher {hint} = the checkpoint's {hint} on the batch, within {tol:g}", hint_gap <= tol, hint_gap),
+        check(
+            f"teacher logits = the checkpoint's logits on the batch, within {tol:g}",
+            logit_gap <= tol,
+            logit_gap,
+        ),
+        check(
+            f"teacher {hint} = the checkpoint's {hint} on the batch, within {tol:g}",
+            hint_gap <= tol,
+            hint_gap,
+        ),
     ], stats
 
 
@@ -294,16 +365,22 @@ def run(opts: Options) -> dict[str, Any]:
     if len(s["formats"]) > 1:
         ces = [first[f]["baseline"]["ce"] for f in s["formats"]]
         spread = max(ces) - min(ces)
-        result["checks"].append(check(f"same step-1 CE in every memory format, within {format_tol:g}",
-                                      spread <= format_tol, spread))
+        result["checks"].append(
+            check(
+                f"same step-1 CE in every memory format, within {format_tol:g}", spread <= format_tol, spread
+            )
+        )
     samples = alternate(fns, device, s["warmup"], s["repeats"])
     expected_calls = 1 + s["warmup"] + s["repeats"]
     bad = {k: sum(not math.isfinite(v) for v in f.losses) for k, f in fns.items()}
     counts = {k: len(f.losses) for k, f in fns.items()}
-    result["checks"].append(check(
-        f"every step's loss is finite (all {expected_calls} steps of every variant: first, warm-up, timed)",
-        all(n == 0 for n in bad.values()) and all(c == expected_calls for c in counts.values()),
-        {k: v for k, v in bad.items() if v} or "all finite"))
+    result["checks"].append(
+        check(
+            f"every step's loss is finite (all {expected_calls} steps of every variant: first, warm-up, timed)",
+            all(n == 0 for n in bad.values()) and all(c == expected_calls for c in counts.values()),
+            {k: v for k, v in bad.items() if v} or "all finite",
+        )
+    )
     result["losses"] = {k: [round(v, 6) for v in f.losses] for k, f in fns.items()}
 
     used = train_format(device)
@@ -314,41 +391,70 @@ def run(opts: Options) -> dict[str, Any]:
         kd_extra = stats["teacher_fitnets"]["median"] - base
         for v in VARIANTS:
             med = stats[v]["median"]
-            timed_losses = fns[f"{fmt_name}/{v}"].losses[-s["repeats"]:]
-            rows.append({
-                "format": fmt_name + (" (train's)" if fmt_name == used else ""), "variant": v,
-                "median": med, "iqr": stats[v]["iqr"], "ratio": med / base,
-                "paired": statistics.median(a / b for a, b in zip(samples[f"{fmt_name}/{v}"],
-                                                                  samples[f"{fmt_name}/baseline"], strict=True)),
-                "vs_teacher": med / stats["teacher_fitnets"]["median"],
-                "extra_vs_teacher": ((med - base) / kd_extra) if kd_extra > 0 else None,
-                "images_per_s": s["batch_size"] / med, "stats": stats[v],
-                "loss_first_timed": timed_losses[0], "loss_last_timed": timed_losses[-1],
-            })
+            timed_losses = fns[f"{fmt_name}/{v}"].losses[-s["repeats"] :]
+            rows.append(
+                {
+                    "format": fmt_name + (" (train's)" if fmt_name == used else ""),
+                    "variant": v,
+                    "median": med,
+                    "iqr": stats[v]["iqr"],
+                    "ratio": med / base,
+                    "paired": statistics.median(
+                        a / b
+                        for a, b in zip(
+                            samples[f"{fmt_name}/{v}"], samples[f"{fmt_name}/baseline"], strict=True
+                        )
+                    ),
+                    "vs_teacher": med / stats["teacher_fitnets"]["median"],
+                    "extra_vs_teacher": ((med - base) / kd_extra) if kd_extra > 0 else None,
+                    "images_per_s": s["batch_size"] / med,
+                    "stats": stats[v],
+                    "loss_first_timed": timed_losses[0],
+                    "loss_last_timed": timed_losses[-1],
+                }
+            )
         ratio = stats["tffd"]["median"] / base
-        result["targets"].append(target(
-            f"Tf-FD step / baseline step, {fmt_name}" + (" (the format train uses here)" if fmt_name == used else ""),
-            ratio, "<=", TARGET_RATIO))
-    result["tables"].append(table("Step time (forward + backward + SGD update)", [
-        column("format", "format", "str"), column("variant", "variant", "str"), column("median", "median", "ms"),
-        column("iqr", "IQR", "ms"), column("ratio", "/ baseline", "ratio"),
-        column("paired", "paired / baseline", "ratio"),
-        column("vs_teacher", "/ teacher_fitnets", "ratio"),
-        column("extra_vs_teacher", "extra cost / teacher's extra", "ratio"),
-        column("images_per_s", "images/s", "int"),
-        column("loss_first_timed", "loss, first timed step", "g"),
-        column("loss_last_timed", "loss, last timed step", "g"),
-    ], rows, note=(f"{s['arch']} student, batch {s['batch_size']}x3x32x32 (random, in memory, on {device}), "
-                   f"{s['num_classes']} classes, SGD lr {s['lr']} momentum {s['momentum']} wd {s['weight_decay']}; "
-                   f"teacher {s['teacher']} (eval, no_grad) computing the trained {s['teacher_weights']} "
-                   f"(hint mean square {teacher_stats['teacher_hint_mean_square']:.3g}), FitNets hint "
-                   f"{s['hint_student']} -> {s['hint_teacher']} through ConvReg (1x1 conv, BN, ReLU), beta "
-                   f"{s['beta']:g} (RepDistiller); median of {s['repeats']} alternating steps after 1 + "
-                   f"{s['warmup']} warm-up steps, every step's loss checked finite. 'extra cost / teacher's extra' "
-                   "= (step - baseline) / (teacher_fitnets - baseline): the paper's claim is about this kind of "
-                   "ratio. 'paired / baseline' = median over rounds of (this step / the baseline step of the same "
-                   "round): less sensitive to the machine's drift than the ratio of medians, which the target "
-                   "uses.")))
+        result["targets"].append(
+            target(
+                f"Tf-FD step / baseline step, {fmt_name}"
+                + (" (the format train uses here)" if fmt_name == used else ""),
+                ratio,
+                "<=",
+                TARGET_RATIO,
+            )
+        )
+    result["tables"].append(
+        table(
+            "Step time (forward + backward + SGD update)",
+            [
+                column("format", "format", "str"),
+                column("variant", "variant", "str"),
+                column("median", "median", "ms"),
+                column("iqr", "IQR", "ms"),
+                column("ratio", "/ baseline", "ratio"),
+                column("paired", "paired / baseline", "ratio"),
+                column("vs_teacher", "/ teacher_fitnets", "ratio"),
+                column("extra_vs_teacher", "extra cost / teacher's extra", "ratio"),
+                column("images_per_s", "images/s", "int"),
+                column("loss_first_timed", "loss, first timed step", "g"),
+                column("loss_last_timed", "loss, last timed step", "g"),
+            ],
+            rows,
+            note=(
+                f"{s['arch']} student, batch {s['batch_size']}x3x32x32 (random, in memory, on {device}), "
+                f"{s['num_classes']} classes, SGD lr {s['lr']} momentum {s['momentum']} wd {s['weight_decay']}; "
+                f"teacher {s['teacher']} (eval, no_grad) computing the trained {s['teacher_weights']} "
+                f"(hint mean square {teacher_stats['teacher_hint_mean_square']:.3g}), FitNets hint "
+                f"{s['hint_student']} -> {s['hint_teacher']} through ConvReg (1x1 conv, BN, ReLU), beta "
+                f"{s['beta']:g} (RepDistiller); median of {s['repeats']} alternating steps after 1 + "
+                f"{s['warmup']} warm-up steps, every step's loss checked finite. 'extra cost / teacher's extra' "
+                "= (step - baseline) / (teacher_fitnets - baseline): the paper's claim is about this kind of "
+                "ratio. 'paired / baseline' = median over rounds of (this step / the baseline step of the same "
+                "round): less sensitive to the machine's drift than the ratio of medians, which the target "
+                "uses."
+            ),
+        )
+    )
     result["first_step"] = first
     result["notes"].append(f"train's memory format on {device.type} in fp32: {used}")
     return result

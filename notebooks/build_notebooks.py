@@ -513,7 +513,6 @@ written from the numbers, and only where a difference exceeds its noise.
 '''),
     ("params", PARAMETERS + PAIR_PARAMETERS),
     ("code", SETUP + '''
-from tffd_viz import noise_plots
 from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
 from tffd_viz.data import ImageDataset, load_dataset, sample_batch
 from tffd_viz.embeddings import pca_embedding, pooled_embedding, probe_table
@@ -560,7 +559,7 @@ preds = {label: lg.argmax(1) for label, lg in logits.items()}
 n_differ = len(disagreements(preds[A], preds[B], labels))
 confusions = {label: confusion_matrix(pred, labels, len(classes)) for label, pred in preds.items()}
 print(f"disagree on {n_differ} of {N} images")
-noise_plots.class_error_figure(confusions, classes, title=f"Errors per class on {N} test images").show()
+plots.class_error_figure(confusions, classes, title=f"Errors per class on {N} test images").show()
 '''),
     ("md", '''
 ## Noise references: the other seeds, the whole test split
@@ -595,7 +594,7 @@ holds, and how well other importance criteria agree with the Tf-FD ranking.
     ("code", '''
 rank_a, rank_b = tap_rankings(feats_a, "tffd"), tap_rankings(feats_b, "tffd")
 for tap in taps:
-    noise_plots.saliency_gap_figure({A: rank_a[tap].scores, B: rank_b[tap].scores}, tap=tap).show()
+    plots.saliency_gap_figure({A: rank_a[tap].scores, B: rank_b[tap].scores}, tap=tap).show()
 
 def salient_share(ranking):
     return 100.0 * ranking.scores[ranking.salient].sum() / ranking.scores.sum()
@@ -627,7 +626,7 @@ no pair structure). The first figure is over the whole test split with its sprea
 cosine matrices are sorted by saliency, salient half first.
 '''),
     ("code", '''
-noise_plots.cosine_reference_figure({A: comp["measures"]["A"]["cosine"], B: comp["measures"]["B"]["cosine"]}).show()
+plots.cosine_reference_figure({A: comp["measures"]["A"]["cosine"], B: comp["measures"]["B"]["cosine"]}).show()
 paired = {label: {tap: paired_channel_cosine(f[tap], salient_order(f[tap])) for tap in taps}
           for label, f in ((A, feats_a), (B, feats_b))}
 for tap in taps:
@@ -653,7 +652,7 @@ for sl in batch_slices(N, 128):
 cka_ab = cka.compute().numpy()
 plots.cka_heatmap_figure(cka_ab, taps, taps, title="Linear CKA, A (rows) vs B (columns)", label_a=A,
                          label_b=B).show()
-noise_plots.cka_reference_figure(comp["cka_ab"], comp["cka_seeds"]).show()
+plots.cka_reference_figure(comp["cka_ab"], comp["cka_seeds"]).show()
 '''),
     ("md", '''
 ## Linear probes and embeddings
@@ -683,8 +682,8 @@ is a drop of activation energy, not mimicry.
 '''),
     ("code", '''
 held_terms = {A: comp["measures"]["A"]["heldout"], B: comp["measures"]["B"]["heldout"]}
-noise_plots.heldout_terms_figure(held_terms, "intra").show()
-noise_plots.heldout_terms_figure(held_terms, "inter").show()
+plots.heldout_terms_figure(held_terms, "intra").show()
+plots.heldout_terms_figure(held_terms, "inter").show()
 reports = {A: tffd_terms_on_batch(model_a, images, labels), B: tffd_terms_on_batch(model_b, images, labels)}
 pd.DataFrame({label: {"ce": r.ce, **{f"intra {k}": v for k, v in r.intra.items()},
                       **{f"inter {k}": v for k, v in r.inter.items()}} for label, r in reports.items()})
@@ -696,7 +695,7 @@ Written from the rows of the table above (rerun the notebook and the text follow
 a conclusion only where the difference exceeds its noise reference.
 '''),
     ("code", '''
-noise_plots.noise_ratio_figure(comp["rows"]).show()
+plots.noise_ratio_figure(comp["rows"]).show()
 display(Markdown(f"**{B}** ({lambda_text(card_b)}).\\n\\n**Finding.** {effect_summary(comp['rows'])}\\n\\n"
                  + "\\n".join(what_changed_text(comp["rows"]))))
 if comp["mean_rows"]:  # every shipped seed: the mean of A's configuration against the mean of B's
@@ -870,7 +869,7 @@ after, raw and relative to the maps' mean square (the app's "Try lambdas" page, 
 '''),
     ("code", '''
 from tffd_viz.data import load_dataset
-from tffd_viz.plots_whatif import whatif_curves_figure, whatif_heldout_figure
+from tffd_viz.plots import whatif_curves_figure, whatif_heldout_figure
 from tffd_viz.whatif import WhatIf, WhatIfConfig, whatif_answer
 
 if path.is_file():

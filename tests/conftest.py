@@ -8,7 +8,7 @@ sidebar slider ``n`` takes its start value from the ``n`` query parameter)::
         at = app_at("ranking")                    # or "app_pages/ranking.py"
         assert_app_ok(at)
         assert at.get("plotly_chart")
-        at.selectbox(key="layer-ranking").set_value("layer2").run()
+        at.selectbox(key="ranking-layer").set_value("layer2").run()
         assert_app_ok(at)
 
 ``assert_app_ok(at)`` checks the last run (no exception, no ``st.error``); ``chart_specs(at)`` returns the drawn
@@ -17,19 +17,28 @@ plotly figures as raw dicts, ``chart_figures(at)`` as ``go.Figure`` objects (``f
 
 Extra keyword arguments become query parameters before the first run: ``a=``/``b=`` pick the models by
 checkpoint name (e.g. ``b="digits_resnet8_baseline_s1"``; by default A is ``digits_resnet8_baseline_s0``
-and B ``digits_resnet8_tffd_s0`` or, while that one is not trained, the first shipped Tf-FD checkpoint),
-``split="train"``, ``seed=1``, page-specific ones such as ``lambda_intra="0.001"``. Page tests skip when
-the shipped checkpoints (or page files) they need are not in the tree.
+and B ``digits_resnet8_tffd_s0``), ``split="train"``, ``seed=1``, page-specific ones (prefixed with the page's
+name) such as ``losses_lambda_intra="0.001"``. A page file or shipped checkpoint that is missing fails the test;
+only data absent from ``../shared`` (:func:`cifar_pair`) skips.
 
-Page tests import ``DEFAULT_MODELS`` (query parameters of the default models A and B), ``CHECKPOINTS`` and
-``plotly_array`` (one array of a raw spec as numpy) with ``from conftest import ...``. Modules of small tensor tests
-run on one torch thread with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+Page tests import ``CHECKPOINTS``, ``plotly_array`` (one array of a raw spec as numpy) and ``figure_titled`` (the
+drawn figure whose title starts so) with ``from conftest import ...``. Modules of small tensor tests
+run on one torch thread with ``pytestmark = pytest.mark.usefixtures("single_thread")``. The checkpoint safety tests
+import the malicious-pickle objects (``Gadget``, ``RunsShell``, ``OpensFile``, ``ExecsCode``) and their control
+``unpickle_without_restriction`` from here.
 """
 
 from __future__ import annotations
 
+import builtins
+import gc
+import io
 import os
+import pickle
 import re
+import shlex
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,22 +65,22 @@ def shipped(name: str) -> bool:
 
 CIFAR_ROOT = os.environ.get("TFFD_DATA") or str(ROOT.parent / "shared" / "data")
 """Where the CIFAR tests look for the data: ``$TFFD_DATA``, else ``../shared/data`` beside the project."""
-CIFAR_FILES = {"cifar10": ("cifar10.zip", "cifar10"), "cifar100": ("cifar100.zip", "cifar100-jpeg.npz", "cifar100")}
+CIFAR_FILES = {
+    "cifar10": ("cifar10.zip", "cifar10"),
+    "cifar100": ("cifar100.zip", "cifar100-jpeg.npz", "cifar100"),
+}
 
 
 def cifar_pair(dataset: str) -> tuple[str, str]:
-    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset``, or ``pytest.skip`` where it or the data is absent."""
+    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset`` (it must be shipped), or ``pytest.skip`` where
+    the data is absent from ``CIFAR_ROOT``."""
     pair = (f"{dataset}_resnet20_baseline_s0", f"{dataset}_resnet20_tffd_s0")
-    if not all(shipped(name) for name in pair):
-        pytest.skip(f"the {dataset} pair {pair} is not shipped yet")
+    assert all(shipped(name) for name in pair), (
+        f"the shipped {dataset} pair {pair} is missing in {CHECKPOINTS}"
+    )
     if not any((Path(CIFAR_ROOT) / f).exists() for f in CIFAR_FILES[dataset]):
         pytest.skip(f"no {dataset} files in {CIFAR_ROOT}")
     return pair
-
-
-DEFAULT_MODELS: dict[str, str] = {} if shipped("digits_resnet8_tffd_s0") else {"b": "digits_resnet8_tffd-paper_s0"}
-"""``app_at`` query parameters for the default models (A = digits_resnet8_baseline_s0, B = digits_resnet8_tffd_s0):
-until the chosen-lambda Tf-FD checkpoint is shipped, B is the paper-lambda one."""
 
 
 def declared_pages() -> list[str]:
@@ -80,15 +89,14 @@ def declared_pages() -> list[str]:
 
 
 def _require_app(page: str | None, models: tuple[str, ...]) -> None:
+    """Fail (not skip) when a page ``app.py`` declares, the page asked for or a shipped checkpoint is missing."""
     pytest.importorskip("streamlit")
     absent_pages = [p for p in declared_pages() if not (APP.parent / p).is_file()]
-    if absent_pages:
-        pytest.skip(f"app.py declares pages not in the tree yet: {', '.join(absent_pages)}")
-    if page is not None and not (APP.parent / page_path(page)).is_file():
-        pytest.skip(f"{page_path(page)} is not in the tree yet")
+    assert not absent_pages, f"app.py declares pages missing in the tree: {', '.join(absent_pages)}"
+    if page is not None:
+        assert page_path(page) in declared_pages(), f"{page_path(page)} is not declared in {APP.name}"
     absent = [m for m in models if not shipped(m)]
-    if absent:
-        pytest.skip(f"shipped checkpoint(s) missing in {CHECKPOINTS}: {', '.join(absent)}")
+    assert not absent, f"shipped checkpoint(s) missing in {CHECKPOINTS}: {', '.join(absent)}"
 
 
 @pytest.fixture
@@ -109,10 +117,11 @@ def app_at() -> Callable[..., object]:
     from streamlit.testing.v1 import AppTest
 
     def make(page: str | None = None, n: int = 32, timeout: float = DEFAULT_TIMEOUT, **query: object):
-        models = (str(query.get("a", "digits_resnet8_baseline_s0")),) + ((str(query["b"]),) if "b" in query else ())
+        models = (
+            str(query.get("a", "digits_resnet8_baseline_s0")),
+            str(query.get("b", "digits_resnet8_tffd_s0")),
+        )
         _require_app(page, models)
-        if "b" not in query and not any(CHECKPOINTS.glob("*_tffd*.safetensors")):
-            pytest.skip(f"no shipped Tf-FD checkpoint in {CHECKPOINTS} yet (model B)")
         at = AppTest.from_file(str(APP), default_timeout=timeout)
         at.query_params["n"] = str(n)
         for key, value in query.items():
@@ -125,6 +134,14 @@ def app_at() -> Callable[..., object]:
         return at
 
     return make
+
+
+def figure_titled(figures: list, title_start: str):
+    """The first of ``figures`` (``go.Figure``, from ``chart_figures``) whose title starts with ``title_start``;
+    fails, listing the titles drawn, when there is none."""
+    found = [f for f in figures if (f.layout.title.text or "").startswith(title_start)]
+    assert found, f"no figure titled {title_start!r}: {[f.layout.title.text for f in figures]}"
+    return found[0]
 
 
 def _messages(elements) -> list[str]:
@@ -188,7 +205,10 @@ def chart_figures() -> Callable[[object], list]:
     import plotly.graph_objects as go
 
     def figures(at) -> list:
-        return [go.Figure(decoded_spec(json.loads(el.proto.spec)), skip_invalid=True) for el in at.get("plotly_chart")]
+        return [
+            go.Figure(decoded_spec(json.loads(el.proto.spec)), skip_invalid=True)
+            for el in at.get("plotly_chart")
+        ]
 
     return figures
 
@@ -206,3 +226,70 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------- malicious pickles
+class Gadget:
+    """Pickles to ``fn(*args)``: what a malicious checkpoint runs when it is unpickled."""
+
+    def __init__(self, fn: Callable[..., object], *args: object):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def touch_command(marker: Path) -> str:
+    """A shell command that creates ``marker``."""
+    return f"touch {shlex.quote(str(marker))}"
+
+
+def creates_marker_source(marker: Path) -> str:
+    """Python source that creates ``marker``."""
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+class RunsShell(Gadget):
+    """Pickles to ``os.system("touch <marker>")``."""
+
+    def __init__(self, marker: Path):
+        super().__init__(os.system, touch_command(marker))
+
+
+class OpensFile(Gadget):
+    """Pickles to ``builtins.open(<marker>, "w")`` (creates the file when unpickled)."""
+
+    def __init__(self, marker: Path):
+        super().__init__(builtins.open, str(marker), "w")
+
+
+class ExecsCode(Gadget):
+    """Pickles to ``exec("open(<marker>, 'w').close()")``."""
+
+    def __init__(self, marker: Path):
+        super().__init__(builtins.exec, creates_marker_source(marker))
+
+
+def unpickle_without_restriction(zip_bytes: bytes) -> object:
+    """Unpickle a torch.save archive's ``data.pkl`` with the plain pickle module (tensor storages -> None).
+
+    The control of the refusal tests: the gadgets in the archive run (tensors cannot be rebuilt without their
+    storages, which fails after that and returns None).
+    """
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+        raw = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+
+    class NoStorages(pickle.Unpickler):
+        def persistent_load(self, pid):
+            return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", ResourceWarning
+        )  # the file an OpensFile gadget opened is left to the GC
+        try:
+            result = NoStorages(io.BytesIO(raw)).load()
+        except Exception:  # tensors cannot be rebuilt without storages; the gadget ran before that
+            result = None
+        gc.collect()
+    return result

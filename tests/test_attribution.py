@@ -53,7 +53,13 @@ class TupleNet(nn.Module):
 
     def __init__(self, tiny: TinyNet):
         super().__init__()
-        self.conv1, self.bn1, self.act1, self.conv2, self.fc = tiny.conv1, tiny.bn1, tiny.act1, tiny.conv2, tiny.fc
+        self.conv1, self.bn1, self.act1, self.conv2, self.fc = (
+            tiny.conv1,
+            tiny.bn1,
+            tiny.act1,
+            tiny.conv2,
+            tiny.fc,
+        )
         self.act2 = PairOut()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +82,10 @@ def images() -> torch.Tensor:
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {n: m.training for n, m in model.named_modules()})
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        {n: m.training for n, m in model.named_modules()},
+    )
 
 
 def _assert_untouched(model: nn.Module, snap) -> None:
@@ -115,7 +123,9 @@ def test_gradcam_raw_equals_restatement(tiny, images, target):
     assert raw.shape == (5, 8, 8)
     torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-7)
     signed = gradcam_raw(tiny, images, target=target, layer="act2", relu=False)
-    torch.testing.assert_close(signed, (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        signed, (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_gradcam_maps_upsampled_and_normalised(tiny, images):
@@ -141,11 +151,17 @@ def test_gradcam_without_positive_evidence_is_zero_not_nan(tiny, images):
 
 def test_tuple_outputs_are_unwrapped(tiny, images):
     tuple_net = TupleNet(tiny)
-    torch.testing.assert_close(gradcam_raw(tuple_net, images, layer="act2"), gradcam_raw(tiny, images, layer="act2"))
-    torch.testing.assert_close(integrated_gradients_raw(tuple_net, images, n_steps=8),
-                               integrated_gradients_raw(tiny, images, n_steps=8))
-    torch.testing.assert_close(layer_grad_x_activation_scores(tuple_net, images, None, "act2"),
-                               layer_grad_x_activation_scores(tiny, images, None, "act2"))
+    torch.testing.assert_close(
+        gradcam_raw(tuple_net, images, layer="act2"), gradcam_raw(tiny, images, layer="act2")
+    )
+    torch.testing.assert_close(
+        integrated_gradients_raw(tuple_net, images, n_steps=8),
+        integrated_gradients_raw(tiny, images, n_steps=8),
+    )
+    torch.testing.assert_close(
+        layer_grad_x_activation_scores(tuple_net, images, None, "act2"),
+        layer_grad_x_activation_scores(tiny, images, None, "act2"),
+    )
     assert all(p.grad is None for p in tuple_net.parameters())
 
 
@@ -202,7 +218,9 @@ def test_integrated_gradients_tensor_baseline_and_maps(tiny, images):
     maps = integrated_gradients_maps(tiny, images, n_steps=16)
     assert maps.shape == (5, 16, 16)
     assert maps.min() >= 0 and maps.max() <= 1
-    torch.testing.assert_close(maps, normalized_maps(integrated_gradients_raw(tiny, images, n_steps=16).abs().sum(1)))
+    torch.testing.assert_close(
+        maps, normalized_maps(integrated_gradients_raw(tiny, images, n_steps=16).abs().sum(1))
+    )
     assert all(p.grad is None for p in tiny.parameters())
 
 
@@ -212,8 +230,10 @@ def test_integrated_gradients_tensor_baseline_and_maps(tiny, images):
 
 
 def test_criteria_registered():
-    for name, fn in [("layer_conductance", layer_conductance_scores),
-                     ("layer_grad_x_activation", layer_grad_x_activation_scores)]:
+    for name, fn in [
+        ("layer_conductance", layer_conductance_scores),
+        ("layer_grad_x_activation", layer_grad_x_activation_scores),
+    ]:
         crit = importance.CRITERIA[name]
         assert crit.name == name and crit.fn is fn
 
@@ -275,9 +295,12 @@ def test_selected_attribution_maps_equal_maps_of_the_rows(tiny, images):
     torch.testing.assert_close(got, gradcam_maps(tiny, images[rows], layer="act2"), rtol=0, atol=0)
     labels = torch.tensor([2, 1, 0, 1, 2])
     got = selected_attribution_maps(tiny, images, rows, labels=labels, layer="act2")
-    torch.testing.assert_close(got, gradcam_maps(tiny, images[rows], target=labels[rows], layer="act2"),
-                               rtol=0, atol=0)
-    got = selected_attribution_maps(tiny, images, (1,), method="integrated_gradients", labels=labels, n_steps=8)
+    torch.testing.assert_close(
+        got, gradcam_maps(tiny, images[rows], target=labels[rows], layer="act2"), rtol=0, atol=0
+    )
+    got = selected_attribution_maps(
+        tiny, images, (1,), method="integrated_gradients", labels=labels, n_steps=8
+    )
     expected = integrated_gradients_maps(tiny, images[[1]], target=labels[[1]], n_steps=8)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert got.shape == (1, 16, 16)

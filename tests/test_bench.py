@@ -26,12 +26,14 @@ from bench.common import (
     Options,
     busy_reason,
     new_result,
+    resolve_device,
     result_path,
     summary,
     target,
     write_result,
 )
 from bench.report import format_value, load_results, render_report, write_report
+from tffd_viz.errors import TffdVizError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,8 +47,14 @@ TINY: dict[str, dict] = {
 
 
 def tiny_options(name: str, out: Path, **extra: object) -> Options:
-    return Options(quick=True, device="cpu", threads=1, out=out, overrides={**TINY.get(name, {}), **extra},
-                   command=f"pytest tiny {name}")
+    return Options(
+        quick=True,
+        device="cpu",
+        threads=1,
+        out=out,
+        overrides={**TINY.get(name, {}), **extra},
+        command=f"pytest tiny {name}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +84,14 @@ def np_hsic1(k: np.ndarray, l_: np.ndarray) -> float:
     n = k.shape[0]
     k, l_ = k - np.diag(np.diag(k)), l_ - np.diag(np.diag(l_))
     one = np.ones(n)
-    return float((np.trace(k @ l_) + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
-                  - 2 / (n - 2) * (one @ k @ l_ @ one)) / (n * (n - 3)))
+    return float(
+        (
+            np.trace(k @ l_)
+            + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (one @ k @ l_ @ one)
+        )
+        / (n * (n - 3))
+    )
 
 
 def np_unbiased_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -89,7 +103,7 @@ def np_minibatch_cka(x: np.ndarray, y: np.ndarray, m: int) -> float:
     """HSIC_1 summed over consecutive minibatches of ``m`` (Nguyen et al. 2021), then normalised."""
     xy = xx = yy = 0.0
     for start in range(0, x.shape[0], m):
-        k, l_ = x[start:start + m] @ x[start:start + m].T, y[start:start + m] @ y[start:start + m].T
+        k, l_ = x[start : start + m] @ x[start : start + m].T, y[start : start + m] @ y[start : start + m].T
         xy, xx, yy = xy + np_hsic1(k, l_), xx + np_hsic1(k, k), yy + np_hsic1(l_, l_)
     return xy / np.sqrt(xx * yy)
 
@@ -126,7 +140,7 @@ def test_summary_matches_numpy_percentiles() -> None:
     assert s["q3"] == pytest.approx(np.percentile(values, 75))
     assert s["iqr"] == pytest.approx(np.percentile(values, 75) - np.percentile(values, 25))
     assert (s["min"], s["max"], s["n"]) == (0.1, 0.9, 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one sample"):
         summary([])
 
 
@@ -136,7 +150,7 @@ def test_target_verdicts() -> None:
     assert target("a", 0.9, ">=", 0.9)["passed"] is True
     assert target("a", 1.0, "<", 1.0)["passed"] is False
     assert target("a", None, "<", 1.0)["passed"] is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="target op must be one of"):
         target("a", 1.0, "==", 1.0)
 
 
@@ -151,25 +165,44 @@ def test_memory_probe_sees_a_known_allocation() -> None:
     assert idle.result["peak_bytes"] < 0.5 * size, idle.result
 
 
+def test_resolve_device_uses_the_library_rule_and_measures_cpu_or_cuda_only() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(TffdVizError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():  # an explicit CUDA request is an error, not a silent CPU run
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            resolve_device("cuda")
+    with pytest.raises(TffdVizError, match="mps"):
+        resolve_device("mps")
+
+
 def test_result_paths_name_the_device(tmp_path: Path) -> None:
     assert result_path("cka", "cpu", tmp_path) == tmp_path / "cka.json"
     assert result_path("cka", "cuda", tmp_path) == tmp_path / "cka-cuda.json"
 
 
 def test_write_result_refuses_a_measurement_on_a_busy_machine(tmp_path: Path) -> None:
-    result = new_result("extract", "t", Options(quick=False, device="cpu", command="c"), torch.device("cpu"), {})
+    result = new_result(
+        "extract", "t", Options(quick=False, device="cpu", command="c"), torch.device("cpu"), {}
+    )
     assert isinstance(result["machine"]["git_dirty"], bool) and len(result["machine"]["git_commit"]) == 40
     result["machine"].update(load_avg_1m=1.5, torch_threads=2, cpu_usable=2)
-    with pytest.raises(BusyMachineError, match="1.50 when extract started"):
+    with pytest.raises(BusyMachineError, match=r"1\.50 when extract started"):
         write_result(result, tmp_path, end_load=1.0)
     assert not (tmp_path / "extract.json").exists()
     result["machine"]["load_avg_1m"] = 0.4  # quiet at the start, but 3.5 > own share 2 + 1.0 at the end
-    with pytest.raises(BusyMachineError, match="3.50 when extract finished"):
+    with pytest.raises(BusyMachineError, match=r"3\.50 when extract finished"):
         write_result(result, tmp_path, end_load=3.5)
     assert not (tmp_path / "extract.json").exists()
     path = write_result(result, tmp_path, end_load=2.9)
-    assert json.loads(path.read_text())["load"] == {"start_1m": 0.4, "end_1m": 2.9, "max_1m": 1.0, "busy": None,
-                                                    "busy_allowed": False}
+    assert json.loads(path.read_text())["load"] == {
+        "start_1m": 0.4,
+        "end_1m": 2.9,
+        "max_1m": 1.0,
+        "busy": None,
+        "busy_allowed": False,
+    }
     result["machine"]["load_avg_1m"] = 1.5
     written = json.loads(write_result(result, tmp_path, allow_busy=True, end_load=1.0).read_text())
     assert written["load"]["busy_allowed"] is True and "1.50" in written["load"]["busy"]
@@ -177,14 +210,31 @@ def test_write_result_refuses_a_measurement_on_a_busy_machine(tmp_path: Path) ->
     assert busy_reason(result, max_load=2.0, end_load=1.0) is None
 
 
-def test_cli_does_not_start_on_a_busy_machine_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_does_not_start_on_a_busy_machine_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bench.__main__ as cli
     import bench.common as common
 
     for module in (cli, common):  # the machine's load is the one input a test cannot set otherwise
         monkeypatch.setattr(module, "load_average_1m", lambda: 3.5)
-    argv = ["extract", "--device", "cpu", "--threads", "1", "--out", str(tmp_path), "--repeats", "1", "--warmup",
-            "0", "--batch-size", "4", "--settle", "0"]
+    argv = [
+        "extract",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "4",
+        "--settle",
+        "0",
+    ]
     assert bench_main(argv) == 1
     assert not (tmp_path / "extract.json").exists()
     assert bench_main([*argv, "--allow-busy"]) == 0
@@ -196,9 +246,11 @@ def test_cli_does_not_start_on_a_busy_machine_unless_allowed(tmp_path: Path, mon
 
 
 def test_gpu_benchmarks_import_only_core_modules() -> None:
-    code = ("import sys; import bench.train_step, bench.cka, bench.cka_flat, bench.extract, bench.scaling, "
-            "bench.profile_step, "
-            "bench.report; print(sorted(m for m in ('streamlit', 'plotly', 'captum', 'pandas') if m in sys.modules))")
+    code = (
+        "import sys; import bench.train_step, bench.cka, bench.cka_flat, bench.extract, bench.scaling, "
+        "bench.profile_step, "
+        "bench.report; print(sorted(m for m in ('streamlit', 'plotly', 'captum', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -213,7 +265,10 @@ def test_train_step_result(results: dict) -> None:
     _check_common(r, "train_step")
     rows = _rows(r)
     assert [(row["format"].split()[0], row["variant"]) for row in rows] == [
-        (f, v) for f in ("channels_last", "contiguous") for v in ("baseline", "baseline_logged", "tffd", "teacher_fitnets")]
+        (f, v)
+        for f in ("channels_last", "contiguous")
+        for v in ("baseline", "baseline_logged", "tffd", "teacher_fitnets")
+    ]
     for fmt in ("channels_last", "contiguous"):
         fr = {row["variant"]: row for row in rows if row["format"].startswith(fmt)}
         base = fr["baseline"]["median"]
@@ -224,7 +279,9 @@ def test_train_step_result(results: dict) -> None:
         target_row = next(t for t in r["targets"] if fmt in t["name"])
         assert target_row["value"] == pytest.approx(fr["tffd"]["median"] / base)
         first = r["first_step"][fmt]
-        assert first["tffd"]["loss"] == pytest.approx(first["tffd"]["ce"] + first["tffd"]["tffd_total"], abs=1e-5)
+        assert first["tffd"]["loss"] == pytest.approx(
+            first["tffd"]["ce"] + first["tffd"]["tffd_total"], abs=1e-5
+        )
         assert first["tffd"]["tffd_total"] > 0
         kd = first["teacher_fitnets"]
         assert kd["loss"] == pytest.approx(kd["ce"] + 100.0 * kd["hint"], abs=1e-4)
@@ -250,22 +307,33 @@ def test_cka_result_and_values(results: dict) -> None:
     rows = {row["implementation"]: row for row in _rows(r)}
     assert list(rows) == list(METHODS)
     assert "digits" in r["images"] and r["taps"] == ["layer1", "layer2", "layer3"]
-    installed = {pkg: importlib.util.find_spec(mod) is not None for pkg, mod in (("pytorch-cka", "cka"),
-                                                                               ("ckatorch", "ckatorch"))}
+    installed = {
+        pkg: importlib.util.find_spec(mod) is not None
+        for pkg, mod in (("pytorch-cka", "cka"), ("ckatorch", "ckatorch"))
+    }
     for name, row in rows.items():
         pkg = METHODS[name].package
         if pkg != "tffd_viz" and not installed[pkg]:
             assert row["status"].startswith("unavailable"), row["status"]
             continue
         assert row["status"] == "ok"
-        ours = next(v for k, v in rows.items() if METHODS[k].group == row["group"] and METHODS[k].package == "tffd_viz")
+        ours = next(
+            v
+            for k, v in rows.items()
+            if METHODS[k].group == row["group"] and METHODS[k].package == "tffd_viz"
+        )
         diff = np.abs(np.array(row["heatmap"]) - np.array(ours["heatmap"])).max()
         assert row["max_abs_diff"] == pytest.approx(diff, abs=1e-15)
         assert row["equal"] and diff <= 1e-4
         assert math.isfinite(row["peak_mib"]) and row["memory_method"].startswith("peak RSS")
     assert sum(t["passed"] is not None for t in r["targets"]) == sum(
-        any(METHODS[k].package != "tffd_viz" and rows[k]["status"] == "ok" for k in rows if METHODS[k].group == g)
-        for g in ("minibatch", "full_biased", "full_unbiased"))
+        any(
+            METHODS[k].package != "tffd_viz" and rows[k]["status"] == "ok"
+            for k in rows
+            if METHODS[k].group == g
+        )
+        for g in ("minibatch", "full_biased", "full_unbiased")
+    )
 
     # independent restatement of both estimators on the very same features
     s = settings_for(CKA_DEFAULTS, CKA_QUICK, tiny_options("cka", Path(".")))
@@ -287,11 +355,17 @@ def test_cka_flat_values_memory_and_rows(tmp_path: Path) -> None:
 
     r = load_benchmark("cka_flat").run(tiny_options("cka_flat", tmp_path))
     _check_common(r, "cka_flat")
-    assert r["feature_dims"] == [16384, 8192, 4096]  # resnet8's stage maps on 32x32: 16x32x32, 32x16x16, 64x8x8
+    assert r["feature_dims"] == [
+        16384,
+        8192,
+        4096,
+    ]  # resnet8's stage maps on 32x32: 16x32x32, 32x16x16, 64x8x8
     rows = {row["implementation"]: row for row in _rows(r)}
     assert list(rows) == list(METHODS)
-    installed = {pkg: importlib.util.find_spec(mod) is not None for pkg, mod in (("pytorch-cka", "cka"),
-                                                                               ("ckatorch", "ckatorch"))}
+    installed = {
+        pkg: importlib.util.find_spec(mod) is not None
+        for pkg, mod in (("pytorch-cka", "cka"), ("ckatorch", "ckatorch"))
+    }
     for name, row in rows.items():
         assert row["d"] == "16384/8192/4096" and row["n"] == (32 if row["group"] == "minibatch" else 16)
         if METHODS[name].package != "tffd_viz" and not installed[METHODS[name].package]:
@@ -301,7 +375,9 @@ def test_cka_flat_values_memory_and_rows(tmp_path: Path) -> None:
         tol = 1e-4 if "compute_cka" in name or ("after extraction" in name and "pytorch" in name) else 1e-10
         assert row["max_abs_diff"] <= tol, (name, row["max_abs_diff"])  # float32 peers within 1e-4
     for t in r["targets"]:
-        assert "flattened d = 16384/8192/4096" in t["name"] and ("n = 32" in t["name"] or "n = 16" in t["name"])
+        assert "flattened d = 16384/8192/4096" in t["name"] and (
+            "n = 32" in t["name"] or "n = 16" in t["name"]
+        )
     # end to end through tffd_viz's extraction: both models' float32 maps of all n images are held at once
     stored = 2 * 32 * (16384 + 8192 + 4096) * 4
     if installed["ckatorch"]:
@@ -328,11 +404,17 @@ def test_extract_result(results: dict) -> None:
     r = results["extract"]
     _check_common(r, "extract")
     rows = {row["variant"]: row for row in _rows(r)}
-    assert list(rows) == ["forward", "extract_taps", "extract_taps+logits", "forward (stream)",
-                          "extract_features (stream)"]
+    assert list(rows) == [
+        "forward",
+        "extract_taps",
+        "extract_taps+logits",
+        "forward (stream)",
+        "extract_features (stream)",
+    ]
     assert rows["forward"]["throughput_ratio"] == pytest.approx(1.0)
-    assert rows["extract_taps"]["throughput_ratio"] == pytest.approx(rows["forward"]["median"]
-                                                                     / rows["extract_taps"]["median"])
+    assert rows["extract_taps"]["throughput_ratio"] == pytest.approx(
+        rows["forward"]["median"] / rows["extract_taps"]["median"]
+    )
     assert r["targets"][0]["value"] == pytest.approx(rows["extract_taps"]["throughput_ratio"])
     assert rows["forward (stream)"]["images"] == 8 * 2
     assert len(r["checks"]) == 3
@@ -345,23 +427,33 @@ def test_scaling_result(results: dict) -> None:
     _check_common(r, "scaling")
     rows = _rows(r)
     assert [(row["what"], row["n"]) for row in rows] == [
-        ("extract (stored)", 16), ("extract (stored)", 32), ("CKA streaming", 16), ("CKA streaming", 32)]
-    per_image = sum(int(np.prod(info.shape)) for info in tap_info(create_model("resnet8", 10, 1), None,
-                                                                  (1, 32, 32)).values())
-    for row in rows[:2]:  # both models' full float32 maps, held when the call returns: the peak is at least that
+        ("extract (stored)", 16),
+        ("extract (stored)", 32),
+        ("CKA streaming", 16),
+        ("CKA streaming", 32),
+    ]
+    per_image = sum(
+        int(np.prod(info.shape))
+        for info in tap_info(create_model("resnet8", 10, 1), None, (1, 32, 32)).values()
+    )
+    for row in rows[
+        :2
+    ]:  # both models' full float32 maps, held when the call returns: the peak is at least that
         assert row["stored_mib"] * 2**20 == 2 * row["n"] * per_image * 4
         assert row["peak_mib"] >= 0.9 * row["stored_mib"], row
     for row in rows:
         assert row["median"] > 0
     assert r["targets"][0]["value"] == pytest.approx(
-        (rows[3]["peak_mib"] * 2**20) / max(rows[2]["peak_mib"] * 2**20, 1.0))
+        (rows[3]["peak_mib"] * 2**20) / max(rows[2]["peak_mib"] * 2**20, 1.0)
+    )
 
 
 @pytest.mark.slow
 def test_app_latency_quick(tmp_path: Path) -> None:
     pytest.importorskip("streamlit")
-    r = load_benchmark("app_latency").run(Options(quick=True, device="cpu", threads=1, out=tmp_path,
-                                                  command="pytest tiny app_latency"))
+    r = load_benchmark("app_latency").run(
+        Options(quick=True, device="cpu", threads=1, out=tmp_path, command="pytest tiny app_latency")
+    )
     assert [t["threshold"] for t in r["targets"]] == [10.0, 1.0, 0.2]
     if r["status"] != "ok":  # the app pages are still being written: the failure must be recorded
         assert r["status"].startswith("error") and not r["checks"][0]["ok"]
@@ -426,8 +518,22 @@ def test_cli_report_and_unknown_name(results: dict, tmp_path: Path) -> None:
 
 
 def test_cli_runs_a_benchmark(tmp_path: Path) -> None:
-    argv = ["extract", "--quick", "--device", "cpu", "--threads", "1", "--out", str(tmp_path), "--repeats", "1",
-            "--warmup", "0", "--batch-size", "4"]
+    argv = [
+        "extract",
+        "--quick",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     assert bench_main(argv) == 0
     r = json.loads((tmp_path / "extract.json").read_text())
     assert r["command"] == "python -m bench " + " ".join(argv)
@@ -440,5 +546,7 @@ def test_whatif_benchmark_times_three_arms_against_train_step(tmp_path: Path) ->
     assert all(c["ok"] for c in r["checks"]), r["checks"]
     rows = {row["variant"]: row for row in _rows(r)}
     ref = rows["train_step (tffd)"]["median"]
-    assert rows["whatif step (3 arms)"]["ratio"] == pytest.approx(rows["whatif step (3 arms)"]["median"] / ref)
+    assert rows["whatif step (3 arms)"]["ratio"] == pytest.approx(
+        rows["whatif step (3 arms)"]["median"] / ref
+    )
     assert r["targets"][0]["value"] == pytest.approx(rows["whatif step (3 arms)"]["ratio"])

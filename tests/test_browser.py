@@ -6,17 +6,21 @@ sample batch (``?n=32``); it must finish its script run, show its own title, dra
 data (but the placeholders of ``EMPTY_BY_DESIGN``, which show their message), and show no exception, no
 ``st.error`` and no traceback. A full-page screenshot of each page goes to ``artifacts/browser/<page>.png``.
 Two interactions: the "λ intra" slider of the losses page is moved with the keyboard; the page must re-run (the
-URL and the weighted chart's title follow the new lambda) without an exception. On the what-if page a small run
+URL's ``losses_lambda_intra`` and the weighted chart's title follow the new lambda) without an exception. On the what-if page a small run
 (3 steps, 16 held-out images, set through its query parameters) is started with its Run button; its progress
 must be seen between 0 and 100 % while it runs, then the answer, the train command, its figures and the
 comparison table (screenshot ``artifacts/browser/whatif_run.png``).
 
-Skips when ``/usr/bin/chromium``, Playwright or the shipped checkpoints the default selection needs are absent.
+The tests assert what the pages show, not how fast: the waits below are bounds against a hung run, far above the
+times ``bench/app_latency.py`` (a page's first run, a widget change, a cached redraw; ``--page`` for any page) and
+``bench/whatif.py`` (a what-if step) measure. Skips when ``/usr/bin/chromium`` or Playwright is absent; a declared
+page or a shipped checkpoint of the default selection that is missing fails.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import socket
@@ -38,15 +42,25 @@ APP = ROOT / "app.py"
 CHECKPOINTS = ROOT / "checkpoints"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DEFAULT_A = "digits_resnet8_baseline_s0"
+DEFAULT_B = "digits_resnet8_tffd_s0"
 SAMPLE_N = 32
 PAGE_QUERY = {"cka": {"cka_n": "64"}}
 """Extra query parameters per page (keeps the CKA page's own image count small)."""
 HEALTH_TIMEOUT_S = 90.0
 RUN_TIMEOUT_MS = 120_000
-"""Bound on one page's script run (the first page also imports torch and loads both checkpoints)."""
+"""Bound on one page's script run against a hang, not a speed target (the first page also imports torch and loads
+both checkpoints; bench/app_latency.py measures the times)."""
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16_000
 EMPTY_BY_DESIGN = ("What-if: training curves (press Run)",)
@@ -96,8 +110,14 @@ def declared_pages(app: Path = APP) -> list[dict]:
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page" and node.args:
             kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
             file = node.args[0].value
-            pages.append({"file": file, "title": kw.get("title", Path(file).stem),
-                          "url_path": kw.get("url_path", Path(file).stem), "default": bool(kw.get("default"))})
+            pages.append(
+                {
+                    "file": file,
+                    "title": kw.get("title", Path(file).stem),
+                    "url_path": kw.get("url_path", Path(file).stem),
+                    "default": bool(kw.get("default")),
+                }
+            )
     default = next((p for p in pages if p["default"]), pages[0] if pages else None)
     if default is not None:
         default["url_path"] = ""
@@ -133,30 +153,48 @@ def app_url() -> Iterator[str]:
     pytest.importorskip("playwright.sync_api")
     pytest.importorskip("streamlit")
     absent = [p["file"] for p in PAGES if not (APP.parent / p["file"]).is_file()]
-    if absent:
-        pytest.skip(f"app.py declares pages not in the tree yet: {', '.join(absent)}")
-    if not (CHECKPOINTS / f"{DEFAULT_A}.safetensors").is_file() or not any(CHECKPOINTS.glob("*_tffd*.safetensors")):
-        pytest.skip(f"the default models ({DEFAULT_A} and a Tf-FD checkpoint) are not shipped in {CHECKPOINTS}")
+    assert not absent, f"app.py declares pages missing in the tree: {', '.join(absent)}"
+    missing = [m for m in (DEFAULT_A, DEFAULT_B) if not (CHECKPOINTS / f"{m}.safetensors").is_file()]
+    assert not missing, f"the default models {missing} are not shipped in {CHECKPOINTS}"
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = ARTIFACTS / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     try:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while not _healthy(url):
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with code {proc.returncode} before serving {url}:\n"
-                            f"{_log_tail(log_path)}")
+                pytest.fail(
+                    f"streamlit exited with code {proc.returncode} before serving {url}:\n"
+                    f"{_log_tail(log_path)}"
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"{url}/_stcore/health did not answer ok within {HEALTH_TIMEOUT_S:.0f} s:\n"
-                            f"{_log_tail(log_path)}")
+                pytest.fail(
+                    f"{url}/_stcore/health did not answer ok within {HEALTH_TIMEOUT_S:.0f} s:\n"
+                    f"{_log_tail(log_path)}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -210,10 +248,8 @@ def wait_for_charts(page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
     """Wait until every plotly chart has drawn a trace (or an exception shows); the checks report failures."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-    try:
+    with contextlib.suppress(PlaywrightTimeoutError):
         page.wait_for_function(CHARTS_DRAWN_JS, arg=list(EMPTY_BY_DESIGN), timeout=timeout_ms, polling=250)
-    except PlaywrightTimeoutError:
-        pass
 
 
 def assert_page_ok(page, what: str) -> list[dict]:
@@ -226,7 +262,9 @@ def assert_page_ok(page, what: str) -> list[dict]:
     assert "Traceback" not in text, f"{what}: 'Traceback' in the page text"
     charts = page.evaluate(CHART_SUMMARY_JS)
     assert len(charts) >= 1, f"{what}: no plotly chart rendered"
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == len(charts), f"{what}: a chart did not render"
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == len(charts), (
+        f"{what}: a chart did not render"
+    )
     for chart in charts:
         if chart["title"] in EMPTY_BY_DESIGN:
             assert chart["traces"] == 0 and chart["notes"], f"{what}: placeholder without its message {chart}"
@@ -278,20 +316,22 @@ def test_page_renders(page, app_url: str, spec: dict) -> None:
 def test_losses_lambda_slider_reruns_page(page, app_url: str) -> None:
     from tffd_viz.plots import format_lambda
 
-    if not any(p["url_path"] == "losses" for p in PAGES):
-        pytest.skip("app.py declares no losses page")
+    assert any(p["url_path"] == "losses" for p in PAGES), "app.py declares no losses page"
     open_page(page, app_url, "losses")
-    before = float(parse_qs(urlparse(page.url).query)["lambda_intra"][0])
+    before = float(parse_qs(urlparse(page.url).query)["losses_lambda_intra"][0])
     thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ intra").get_by_role("slider")
     thumb.focus()
     page.keyboard.press("ArrowRight")
     page.wait_for_function(
-        "old => { const v = new URL(location.href).searchParams.get('lambda_intra');"
-        " return v !== null && Number(v) !== old; }", arg=before, timeout=RUN_TIMEOUT_MS)
+        "old => { const v = new URL(location.href).searchParams.get('losses_lambda_intra');"
+        " return v !== null && Number(v) !== old; }",
+        arg=before,
+        timeout=RUN_TIMEOUT_MS,
+    )
     wait_until_idle(page)
     wait_for_charts(page)
     save_screenshot(page, "losses_lambda_changed")
-    after = float(parse_qs(urlparse(page.url).query)["lambda_intra"][0])
+    after = float(parse_qs(urlparse(page.url).query)["losses_lambda_intra"][0])
     assert after > before, f"ArrowRight moved λ intra from {before} to {after}"
     charts = assert_page_ok(page, "losses after moving λ intra")
     titles = [c["title"] for c in charts]
@@ -299,11 +339,19 @@ def test_losses_lambda_slider_reruns_page(page, app_url: str) -> None:
 
 
 WHATIF_STEPS = 3
-WHATIF_QUERY = {"whatif_model": "A", "lambda_intra": "1.0", "lambda_inter": "0.5", "stages": "layer2,layer3",
-                "pairs": quote("layer1->layer3"), "whatif_steps": str(WHATIF_STEPS), "whatif_heldout": "16"}
+WHATIF_QUERY = {
+    "whatif_model": "A",
+    "whatif_lambda_intra": "1.0",
+    "whatif_lambda_inter": "0.5",
+    "whatif_stages": "layer2,layer3",
+    "whatif_pairs": quote("layer1->layer3"),
+    "whatif_steps": str(WHATIF_STEPS),
+    "whatif_heldout": "16",
+}
 """The what-if run: model A (digits resnet8), intra on two stages, one inter pair, 3 steps, 16 held-out images."""
 WHATIF_RUN_TIMEOUT_MS = 300_000
-"""Bound on the what-if run (3 arms x 3 steps and 4 held-out evaluations; seconds, minutes on a loaded machine)."""
+"""Bound on the what-if run against a hang, not a speed target (3 arms x 3 steps and 4 held-out evaluations take
+seconds, minutes on a loaded machine; bench/whatif.py measures a step)."""
 WHATIF_RECORD_JS = """() => {
     // every state the run passes through: the progress bar (value, text) and the live curves' point count
     const seen = window.__whatif = {progress: [], points: []};
@@ -333,25 +381,25 @@ WHATIF_DONE_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] 
 
 
 def test_whatif_run_shows_progress_and_the_comparison(page, app_url: str) -> None:
-    if not any(p["url_path"] == "whatif" for p in PAGES):
-        pytest.skip("app.py declares no whatif page")
+    assert any(p["url_path"] == "whatif" for p in PAGES), "app.py declares no whatif page"
     open_page(page, app_url, "whatif", **WHATIF_QUERY)
     assert_page_ok(page, "whatif before the run")
-    inputs = {label: page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
-              .input_value() for label in ("Steps per arm", "Held-out images", "λ intra", "λ inter")}
+    inputs = {
+        label: page.locator('[data-testid="stNumberInput"]')
+        .filter(has_text=label)
+        .locator("input")
+        .input_value()
+        for label in ("Steps per arm", "Held-out images", "λ intra", "λ inter")
+    }
     assert inputs == {"Steps per arm": "3", "Held-out images": "16", "λ intra": "1", "λ inter": "0.5"}, inputs
     page.evaluate(WHATIF_RECORD_JS)
-    t0 = time.monotonic()
     page.locator(".st-key-whatif-start button").click()
     page.wait_for_function(WHATIF_DONE_JS, timeout=WHATIF_RUN_TIMEOUT_MS, polling=250)
     wait_until_idle(page, WHATIF_RUN_TIMEOUT_MS)
     wait_for_charts(page)
-    seconds = time.monotonic() - t0
     seen = page.evaluate("() => window.__whatif")
     page.locator('[data-testid="stDataFrame"] table[role="grid"]').wait_for(state="attached")  # drawn last
     screenshot = save_screenshot(page, "whatif_run")
-    print(f"what-if run in the browser: {seconds:.1f} s; progress {[(s['value'], s['text']) for s in seen['progress']]}"
-          f"; live curve points {seen['points']}")
 
     # progress: at least one intermediate state while the script ran, then step 3 of 3
     assert any(0 < s["value"] < 100 and s["running"] for s in seen["progress"]), seen["progress"]
@@ -359,7 +407,9 @@ def test_whatif_run_shows_progress_and_the_comparison(page, app_url: str) -> Non
     assert values == sorted(values), f"progress went back: {values}"
     bar = page.locator('[data-testid="stProgress"]')
     assert bar.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
-    assert bar.inner_text().strip().startswith(f"step {WHATIF_STEPS} of {WHATIF_STEPS} per arm"), bar.inner_text()
+    assert bar.inner_text().strip().startswith(f"step {WHATIF_STEPS} of {WHATIF_STEPS} per arm"), (
+        bar.inner_text()
+    )
     assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0, "the run stopped early"
 
     # the answer in words and numbers, the train command, the figures and the comparison table
@@ -369,28 +419,43 @@ def test_whatif_run_shows_progress_and_the_comparison(page, app_url: str) -> Non
     assert answer and answer[0].startswith(f"After {WHATIF_STEPS} steps per arm"), answer
     assert "λ_intra 1 on layer2, layer3, λ_inter 0.5 on layer1->layer3; held-out: 16 test images" in answer[0]
     number = r"−?\d+(\.\d+)?(e[+-]\d+)?"  # whatif._fmt: 3 (2 for the noise floor) significant digits
-    for term in ("layer2 intra term", "layer3 intra term", "intra terms, mean over stages", "layer1->layer3 inter term"):
+    for term in (
+        "layer2 intra term",
+        "layer3 intra term",
+        "intra terms, mean over stages",
+        "layer1->layer3 inter term",
+    ):
         line = next((a for a in answer if a.startswith(f"{term} (held-out): control ")), None)
         assert line is not None, (term, answer)
         assert re.search(rf"Tf-FD arm {number}.*\(\+?{number} %\), noise floor ±{number} %", line), line
-    assert any(re.fullmatch(rf"accuracy \(held-out\): control {number} %, Tf-FD arm {number} % .*start {number} %", a)
-               for a in answer), answer
+    assert any(
+        re.fullmatch(
+            rf"accuracy \(held-out\): control {number} %, Tf-FD arm {number} % .*start {number} %", a
+        )
+        for a in answer
+    ), answer
     command = main.locator('[data-testid="stCode"]').inner_text()
     assert command.startswith("tffd-viz train") and "--stages layer2,layer3" in command, command
     titles = [c["title"] for c in charts]
-    assert titles.count("What-if: training curves") == 1 and "What-if: held-out terms and accuracy" in titles, titles
+    assert (
+        titles.count("What-if: training curves") == 1 and "What-if: held-out terms and accuracy" in titles
+    ), titles
     curves = next(c for c in charts if c["title"] == "What-if: training curves")
     assert curves["traces"] >= 3 * 4, curves  # 3 arms x (CE, total, 2 intra terms, 1 inter term)
     table = main.locator('[data-testid="stDataFrame"]')
     assert table.count() == 1
     grid = table.locator('table[role="grid"]')  # glide's accessible copy of the canvas
     headers = [h.strip() for h in grid.locator('th[role="columnheader"]').all_text_contents()]
-    assert {"quantity", "start", "control", "tffd", "control2", "change", "noise", "beyond_noise"} <= set(headers)
+    assert {"quantity", "start", "control", "tffd", "control2", "change", "noise", "beyond_noise"} <= set(
+        headers
+    )
     quantities = [q.strip() for q in grid.locator('td[aria-colindex="1"]').all_text_contents()]
     taps, pairs = ["layer1", "layer2", "layer3"], ["layer1->layer2", "layer1->layer3", "layer2->layer3"]
     # whatif.compare_arms: accuracy, then every stage, every pair and their means, raw and relative to the maps
     raw = [f"intra {t}" for t in [*taps, "mean"]] + [f"inter {p}" for p in [*pairs, "mean"]]
     expected = ["accuracy", *raw, *[f"{q} (relative)" for q in raw]]
     assert grid.get_attribute("aria-rowcount") == str(1 + len(expected))
-    assert quantities == expected[:len(quantities)] and len(quantities) >= 8, quantities  # the rows glide drew
+    assert quantities == expected[: len(quantities)] and len(quantities) >= 8, (
+        quantities
+    )  # the rows glide drew
     assert screenshot.stat().st_size > 10_000

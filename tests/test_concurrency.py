@@ -1,6 +1,6 @@
 """Concurrency: the library calls the app makes, from several threads at once on shared models.
 
-The app (``app_pages/cache.py``) keeps one model per checkpoint for every browser session and holds
+The app (``app_pages/_cache.py``) keeps one model per checkpoint for every browser session and holds
 that model's lock around each library call (taking several locks in one global order, by ``id``).
 Here 6 "sessions" (threads), each with its own batch seed, criterion and layer, run the app's calls
 at once on two shared models through the same locking, and must get exactly the numbers a sequential
@@ -31,8 +31,14 @@ from tffd_viz.similarity import channel_cosine_matrix, linear_cka
 from tffd_viz.terms import gradient_norm_share, tffd_terms_on_batch
 
 SESSIONS = 6
-HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-              "_state_dict_hooks", "_load_state_dict_pre_hooks")
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,14 +46,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @dataclass
 class Entry:
-    """What ``cache.model_entry`` keeps: a model in eval mode without grad, and its lock."""
+    """What ``_cache.model_entry`` keeps: a model in eval mode without grad, and its lock."""
 
     model: nn.Module
     lock: threading.Lock
 
 
 def cached_model(seed: int) -> Entry:
-    """A digits resnet8 prepared as ``cache.model_entry`` prepares it (eval, requires_grad off)."""
+    """A digits resnet8 prepared as ``_cache.model_entry`` prepares it (eval, requires_grad off)."""
     torch.manual_seed(seed)
     model = create_model("resnet8", num_classes=10, in_chans=1)
     model.train()
@@ -60,7 +66,7 @@ def cached_model(seed: int) -> Entry:
 
 
 def locked_call(entries: list[Entry], fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` holding the entries' locks, taken in one global order as ``cache._call`` does."""
+    """Run ``fn`` holding the entries' locks, taken in one global order as ``_cache._call`` does."""
     locks = sorted({id(e.lock): e.lock for e in entries}.values(), key=id)
     for lock in locks:
         lock.acquire()
@@ -69,6 +75,28 @@ def locked_call(entries: list[Entry], fn: Callable[..., Any], *args: Any) -> Any
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+def at_once(work: Callable[[int], None], n: int, join_s: float = 60.0) -> None:
+    """Run ``work(0)`` ... ``work(n - 1)`` in ``n`` threads released together; fail when one raises (the errors
+    with their thread) or is still running after ``join_s`` (a deadlock: a guard, not a speed target)."""
+    start = threading.Barrier(n)
+    errors: list[tuple[int, BaseException]] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait(timeout=30)
+            work(i)
+        except BaseException as exc:  # reported below with its session
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"session-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=join_s)
+    assert not any(t.is_alive() for t in threads), "a session hung (deadlock?)"
+    assert not errors, errors
 
 
 def session_calls(a: Entry, b: Entry, session: int) -> list[tuple[str, list[Entry], Callable[[], Any]]]:
@@ -133,8 +161,10 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [p.grad for p in model.parameters()],
         "hooks": [len(getattr(m, d)) for m in model.modules() for d in HOOK_DICTS],
-        "globals": (len(nn.modules.module._global_forward_hooks),
-                    len(nn.modules.module._global_forward_pre_hooks)),
+        "globals": (
+            len(nn.modules.module._global_forward_hooks),
+            len(nn.modules.module._global_forward_pre_hooks),
+        ),
     }
 
 
@@ -156,26 +186,14 @@ def test_sessions_in_threads_get_the_sequential_results_and_leave_models_untouch
     plans = {s: session_calls(a, b, s) for s in range(SESSIONS)}
     expected = {s: {name: locked_call(ents, fn) for name, ents, fn in calls} for s, calls in plans.items()}
 
-    start = threading.Barrier(SESSIONS)
     results: dict[int, dict[str, Any]] = {}
-    errors: list[BaseException] = []
 
     def run(session: int) -> None:
-        try:
-            start.wait(timeout=30)
-            calls = plans[session]
-            order = calls[session % len(calls):] + calls[:session % len(calls)]  # sessions interleave
-            results[session] = {name: locked_call(ents, fn) for name, ents, fn in order}
-        except BaseException as exc:  # reported below with its session
-            errors.append(exc)
+        calls = plans[session]
+        order = calls[session % len(calls) :] + calls[: session % len(calls)]  # sessions interleave
+        results[session] = {name: locked_call(ents, fn) for name, ents, fn in order}
 
-    threads = [threading.Thread(target=run, args=(s,), name=f"session-{s}") for s in range(SESSIONS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a session hung (deadlock?)"
-    assert not errors, errors
+    at_once(run, SESSIONS, join_s=120)
     for s in range(SESSIONS):
         for name in expected[s]:
             assert_identical(results[s][name], expected[s][name], f"session {s}: {name}")
@@ -194,20 +212,16 @@ def test_a_call_that_fails_in_one_session_leaves_the_model_clean_for_the_others(
     failures: list[str] = []
     outputs: list[torch.Tensor] = []
 
-    def bad() -> None:
-        try:
-            locked_call([a], tffd_terms_on_batch, a.model, images, labels, ["layer1", "fc"])
-        except ValueError as exc:
-            failures.append(type(exc).__name__)
+    def bad_or_good(i: int) -> None:
+        if i % 2:
+            try:
+                locked_call([a], tffd_terms_on_batch, a.model, images, labels, ["layer1", "fc"])
+            except ValueError as exc:
+                failures.append(type(exc).__name__)
+        else:
+            outputs.append(locked_call([a], predict_logits, a.model, images))
 
-    def good() -> None:
-        outputs.append(locked_call([a], predict_logits, a.model, images))
-
-    threads = [threading.Thread(target=bad if i % 2 else good) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    at_once(bad_or_good, 8)
     assert failures == ["TapError"] * 4 and len(outputs) == 4
     assert all(torch.equal(o, reference) for o in outputs)
     assert not a.lock.locked()
@@ -221,24 +235,13 @@ def test_concurrent_checkpoint_loads_agree():
     torch.save({"model": model.state_dict(), "epoch": 7}, buf)
     data = buf.getvalue()
     loaded: list[dict[str, torch.Tensor]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
 
-    def load() -> None:
-        try:
-            start.wait(timeout=30)
-            m, card = load_checkpoint(data)
-            assert card["epochs"] == 7
-            loaded.append(m.state_dict())
-        except BaseException as exc:
-            errors.append(exc)
+    def load(_: int) -> None:
+        m, card = load_checkpoint(data)
+        assert card["epochs"] == 7
+        loaded.append(m.state_dict())
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    at_once(load, 4)
     assert len(loaded) == 4
     for state in loaded:
         for k, v in model.state_dict().items():
@@ -297,19 +300,29 @@ def _page_overview(s: Session, images: torch.Tensor, labels: torch.Tensor) -> di
     for key, e in (("A", s.a), ("B", s.b)):
         summary = locked_call([e], prediction_summary, e.model, images, labels, 10)
         out[key] = summary
-        out[f"fig {key}"] = figure_json(confusion_figure(summary["confusion"].numpy(), list(DIGITS), normalize=True))
+        out[f"fig {key}"] = figure_json(
+            confusion_figure(summary["confusion"].numpy(), list(DIGITS), normalize=True)
+        )
     return out
 
 
 def _page_losses(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     from tffd_viz.plots import grad_share_figure, terms_bar_figure
 
-    reports = {k: locked_call([e], tffd_terms_on_batch, e.model, images, labels) for k, e in (("A", s.a), ("B", s.b))}
+    reports = {
+        k: locked_call([e], tffd_terms_on_batch, e.model, images, labels) for k, e in (("A", s.a), ("B", s.b))
+    }
     share = locked_call([s.a], gradient_norm_share, s.a.model, images[:8], labels[:8], 8e-4, 5e-4)
-    return {"reports": reports, "share": share,
-            "terms fig": figure_json(terms_bar_figure({k: {"intra": r.intra, "inter": r.inter}
-                                                      for k, r in reports.items()}, log_y=True)),
-            "share fig": figure_json(grad_share_figure(share["norms"], share["terms"], share["groups"]))}
+    return {
+        "reports": reports,
+        "share": share,
+        "terms fig": figure_json(
+            terms_bar_figure(
+                {k: {"intra": r.intra, "inter": r.inter} for k, r in reports.items()}, log_y=True
+            )
+        ),
+        "share fig": figure_json(grad_share_figure(share["norms"], share["terms"], share["groups"])),
+    }
 
 
 def _page_ranking(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -318,10 +331,15 @@ def _page_ranking(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dic
     la, lb = s.layers
     ra = locked_call([s.a], lambda: tap_rankings(s.a.model, "tffd", images=images, taps=[la])[la])
     rb = locked_call([s.b], lambda: tap_rankings(s.b.model, "tffd", images=images, taps=[lb])[lb])
-    scores = locked_call([s.b], lambda: channel_scores("taylor", model=s.b.model, images=images, labels=labels,
-                                                       tap=lb))
-    return {"A": ra, "B": rb, "taylor B": scores,
-            "fig": figure_json(saliency_bars_figure({"A": ra.scores}, tap=la))}
+    scores = locked_call(
+        [s.b], lambda: channel_scores("taylor", model=s.b.model, images=images, labels=labels, tap=lb)
+    )
+    return {
+        "A": ra,
+        "B": rb,
+        "taylor B": scores,
+        "fig": figure_json(saliency_bars_figure({"A": ra.scores}, tap=la)),
+    }
 
 
 def _page_cka(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -340,9 +358,12 @@ def _page_similarity(s: Session, images: torch.Tensor, labels: torch.Tensor) -> 
     la, _ = s.layers
     view = locked_call([s.a], channel_similarity_views, s.a.model, images, la)
     align = locked_call([s.b], inter_layer_alignments, s.b.model, images)
-    return {"view": view, "align": align,
-            "cosine fig": figure_json(cosine_matrix_figure(view["cosine"], order=view["order"])),
-            "align fig": figure_json(alignment_figure({"B": align}))}
+    return {
+        "view": view,
+        "align": align,
+        "cosine fig": figure_json(cosine_matrix_figure(view["cosine"], order=view["order"])),
+        "align fig": figure_json(alignment_figure({"B": align})),
+    }
 
 
 def _page_feature_maps(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -351,8 +372,11 @@ def _page_feature_maps(s: Session, images: torch.Tensor, labels: torch.Tensor) -
     _, lb = s.layers
     ranking = locked_call([s.b], lambda: tap_rankings(s.b.model, "tffd", images=images, taps=[lb])[lb])
     maps = locked_call([s.b], extract_features, s.b.model, images, [lb])[lb][s.seed % len(images)]
-    return {"order": ranking.order, "maps": maps,
-            "fig": figure_json(feature_maps_figure(maps.numpy(), ranking.order, max_channels=16, cols=4))}
+    return {
+        "order": ranking.order,
+        "maps": maps,
+        "fig": figure_json(feature_maps_figure(maps.numpy(), ranking.order, max_channels=16, cols=4)),
+    }
 
 
 def _page_embeddings(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -360,12 +384,18 @@ def _page_embeddings(s: Session, images: torch.Tensor, labels: torch.Tensor) -> 
     from tffd_viz.plots import embedding_figure, probe_accuracy_figure
 
     la, _ = s.layers
-    coords, axes = locked_call([s.a], lambda: layer_embedding(s.a.model, images, la, method="pca", seed=s.seed))
+    coords, axes = locked_call(
+        [s.a], lambda: layer_embedding(s.a.model, images, la, method="pca", seed=s.seed)
+    )
     table = locked_call([s.b], lambda: layer_probe_table(s.b.model, images, labels, seed=s.seed))
-    return {"coords": coords, "table": table,
-            "emb fig": figure_json(embedding_figure(coords, labels.numpy(), class_names=list(DIGITS),
-                                                    axis_names=tuple(axes))),
-            "probe fig": figure_json(probe_accuracy_figure({"B": table}))}
+    return {
+        "coords": coords,
+        "table": table,
+        "emb fig": figure_json(
+            embedding_figure(coords, labels.numpy(), class_names=list(DIGITS), axis_names=tuple(axes))
+        ),
+        "probe fig": figure_json(probe_accuracy_figure({"B": table})),
+    }
 
 
 def _page_attribution(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -374,10 +404,15 @@ def _page_attribution(s: Session, images: torch.Tensor, labels: torch.Tensor) ->
 
     la, _ = s.layers
     indices = [0, 3, 5]
-    cam = locked_call([s.a], lambda: selected_attribution_maps(s.a.model, images, indices, method="gradcam",
-                                                               layer=la))
-    ig = locked_call([s.b], lambda: selected_attribution_maps(s.b.model, images, indices,
-                                                              method="integrated_gradients", n_steps=4))
+    cam = locked_call(
+        [s.a], lambda: selected_attribution_maps(s.a.model, images, indices, method="gradcam", layer=la)
+    )
+    ig = locked_call(
+        [s.b],
+        lambda: selected_attribution_maps(
+            s.b.model, images, indices, method="integrated_gradients", n_steps=4
+        ),
+    )
     shown = images[indices]
     images01 = ((shown - shown.min()) / (shown.max() - shown.min())).numpy()
     return {"gradcam": cam, "ig": ig, "fig": figure_json(attribution_figure(images01, {"A": cam, "B": ig}))}
@@ -385,8 +420,13 @@ def _page_attribution(s: Session, images: torch.Tensor, labels: torch.Tensor) ->
 
 #: Page -> what a session on that page computes and draws (the page's library calls and figures).
 PAGES_8: dict[str, Callable[[Session, torch.Tensor, torch.Tensor], dict[str, Any]]] = {
-    "overview": _page_overview, "losses": _page_losses, "ranking": _page_ranking, "cka": _page_cka,
-    "similarity": _page_similarity, "feature_maps": _page_feature_maps, "embeddings": _page_embeddings,
+    "overview": _page_overview,
+    "losses": _page_losses,
+    "ranking": _page_ranking,
+    "cka": _page_cka,
+    "similarity": _page_similarity,
+    "feature_maps": _page_feature_maps,
+    "embeddings": _page_embeddings,
     "attribution": _page_attribution,
 }
 
@@ -404,36 +444,26 @@ def test_eight_sessions_on_different_pages_seeds_and_models_see_what_each_sees_a
     assert len(sessions) == 8
     alone = [session_view(s) for s in sessions]  # each session run by itself, one after the other
 
-    start = threading.Barrier(len(sessions))
     results: dict[int, dict[str, Any]] = {}
-    errors: list[tuple[int, BaseException]] = []
 
     def run(i: int) -> None:
-        try:
-            start.wait(timeout=30)
-            results[i] = session_view(sessions[i])
-        except BaseException as exc:  # reported below with its session
-            errors.append((i, exc))
+        results[i] = session_view(sessions[i])
 
-    threads = [threading.Thread(target=run, args=(i,), name=f"session-{i}") for i in range(len(sessions))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a session hung (deadlock?)"
-    assert not errors, errors
+    at_once(run, len(sessions), join_s=300)
     for i, s in enumerate(sessions):
         assert_identical(results[i], alone[i], f"session {i} ({s.page}, seed {s.seed})")
     for e, snap in zip(entries, before):
         assert_unchanged(e.model, snap)
     # the models differ, so what the sessions compare is not the same thing over and over (not vacuous)
     assert alone[0]["fig A"] != alone[0]["fig B"]
-    assert not np.array_equal(as_comparable(alone[0]["A"]["confusion"]), as_comparable(alone[0]["B"]["confusion"]))
+    assert not np.array_equal(
+        as_comparable(alone[0]["A"]["confusion"]), as_comparable(alone[0]["B"]["confusion"])
+    )
 
 
 def test_two_sessions_run_whatifs_at_once_without_interfering():
     """Two sessions run what-ifs (tffd_viz.whatif) from one shared model at once while a third keeps using it:
-    each what-if deep-copies the model under its lock (as ``cache.call`` does) and trains only its copies, so
+    each what-if deep-copies the model under its lock (as ``_cache.call`` does) and trains only its copies, so
     each gets the rows of a sequential run and the shared model is untouched."""
     from tffd_viz.data import load_dataset
     from tffd_viz.whatif import WhatIf, WhatIfConfig
@@ -443,36 +473,26 @@ def test_two_sessions_run_whatifs_at_once_without_interfering():
     bundle = load_dataset("digits")
     images, _ = sample_batch("digits", "test", n=16, seed=0)
     reference = predict_logits(shared.model, images)
-    configs = [WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0, steps=2, heldout_n=32),
-               WhatIfConfig(lambda_intra=0.0, lambda_inter=0.5, steps=2, heldout_n=32, seed=3)]
+    configs = [
+        WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0, steps=2, heldout_n=32),
+        WhatIfConfig(lambda_intra=0.0, lambda_inter=0.5, steps=2, heldout_n=32, seed=3),
+    ]
 
     def whatif(cfg: WhatIfConfig) -> tuple[list, dict]:
         w = locked_call([shared], WhatIf, shared.model, bundle, cfg)
         return list(w.run()), w.result()["end"]
 
     expected = [whatif(cfg) for cfg in configs]
-    start = threading.Barrier(3)
     results: dict[int, Any] = {}
     logits: list[torch.Tensor] = []
-    errors: list[BaseException] = []
 
     def run(i: int) -> None:
-        try:
-            start.wait(timeout=30)
-            if i < len(configs):
-                results[i] = whatif(configs[i])
-            else:
-                logits.extend(locked_call([shared], predict_logits, shared.model, images) for _ in range(5))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        if i < len(configs):
+            results[i] = whatif(configs[i])
+        else:
+            logits.extend(locked_call([shared], predict_logits, shared.model, images) for _ in range(5))
 
-    threads = [threading.Thread(target=run, args=(i,), name=f"whatif-session-{i}") for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a session hung"
-    assert not errors, errors
+    at_once(run, 3, join_s=300)
     for i in range(len(configs)):
         assert_identical(results[i], expected[i], f"what-if session {i}")
     assert expected[0][0] != expected[1][0]  # the sessions' choices differ, so must their rows

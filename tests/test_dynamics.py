@@ -79,7 +79,7 @@ def test_boundary_crossings_known_counts() -> None:
     assert boundary_crossings([0, 1, 2, 3], [3, 2, 1, 0], 4) == 4
     assert boundary_crossings([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], 5) == 4  # middle channel 2 never counts
     assert boundary_crossings([0, 1, 2, 3, 4], [0, 2, 1, 3, 4], 5) == 2  # 1 moves to the middle
-    with pytest.raises(TffdVizError, match="permutation of 0..3"):
+    with pytest.raises(TffdVizError, match=r"permutation of 0\.\.3"):
         boundary_crossings([0, 1, 1, 3], [0, 1, 2, 3], 4)
 
 
@@ -164,10 +164,24 @@ def test_split_stable_epoch_missing_tap() -> None:
 
 def _card_history() -> list[dict]:
     return [
-        {"epoch": 1, "lr": 0.1, "ce": 2.0, "intra": {"l1": 4.0, "l2": 2.0}, "inter": {"l1->l2": 1.0},
-         "train_acc": 20.0, "test_acc": 25.0},
-        {"epoch": 2, "lr": 0.05, "ce": 1.5, "intra": {"l1": 3.0, "l2": 1.0}, "inter": {"l1->l2": 0.5},
-         "train_acc": 40.0, "test_acc": None},
+        {
+            "epoch": 1,
+            "lr": 0.1,
+            "ce": 2.0,
+            "intra": {"l1": 4.0, "l2": 2.0},
+            "inter": {"l1->l2": 1.0},
+            "train_acc": 20.0,
+            "test_acc": 25.0,
+        },
+        {
+            "epoch": 2,
+            "lr": 0.05,
+            "ce": 1.5,
+            "intra": {"l1": 3.0, "l2": 1.0},
+            "inter": {"l1->l2": 0.5},
+            "train_acc": 40.0,
+            "test_acc": None,
+        },
     ]
 
 

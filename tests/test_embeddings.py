@@ -47,7 +47,7 @@ def test_pca_equals_svd_up_to_sign():
     x = rng.normal(size=(40, 6)) * np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.1])
     coords, ratio = pca_embedding(x, n_components=3)
     xc = x - x.mean(axis=0)
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
     expected = xc @ vt[:3].T
     assert coords.shape == (40, 3)
     for k in range(3):
@@ -100,7 +100,9 @@ def test_embedding_registry():
     assert set(EMBEDDINGS) == {"pca", "tsne"}
     x, _ = _two_clusters(n=20)
     np.testing.assert_array_equal(embedding(x, "pca"), pca_embedding(x)[0])
-    np.testing.assert_array_equal(embedding(x, "tsne", perplexity=5, seed=1), tsne_embedding(x, perplexity=5, seed=1))
+    np.testing.assert_array_equal(
+        embedding(x, "tsne", perplexity=5, seed=1), tsne_embedding(x, perplexity=5, seed=1)
+    )
     with pytest.raises(TffdVizError, match="umap"):
         embedding(x, "umap")
 
@@ -172,7 +174,10 @@ def test_layer_embedding_equals_pca_of_pooled_features():
     pooled = extract_features(model, images, ["layer2"])["layer2"].double().mean(dim=(2, 3))
     expected, ratio = pca_embedding(pooled.numpy())
     np.testing.assert_allclose(coords, expected, rtol=0, atol=1e-5)
-    assert axes == (f"PC 1 ({100 * ratio[0]:.1f} % of variance)", f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+    assert axes == (
+        f"PC 1 ({100 * ratio[0]:.1f} % of variance)",
+        f"PC 2 ({100 * ratio[1]:.1f} % of variance)",
+    )
     first, _ = layer_embedding(model, images, "layer2", max_samples=10)
     np.testing.assert_allclose(first, pca_embedding(pooled[:10].numpy())[0], rtol=0, atol=1e-5)
     # t-SNE goes through the same extraction (its values are tested above; one run costs seconds)

@@ -37,7 +37,7 @@ def _plain_intra(f: torch.Tensor) -> float:
     sal = (flat / flat.norm(dim=2, keepdim=True).clamp_min(1e-12)).mean(dim=(0, 2))
     order = torch.argsort(sal, descending=True)
     k = c // 2
-    return float(((flat[:, order[:k]] - flat[:, order[c - k:]]) ** 2).mean())
+    return float(((flat[:, order[:k]] - flat[:, order[c - k :]]) ** 2).mean())
 
 
 def _plain_inter(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -45,13 +45,16 @@ def _plain_inter(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     m = min(a.shape[1], b.shape[1])
     pooled = F.adaptive_avg_pool2d(a.double(), b.shape[2:])[:, :m]
     deep = b.double()[:, :m]
-    return float(((pooled - deep) ** 2).mean()), float((deep ** 2).mean())
+    return float(((pooled - deep) ** 2).mean()), float((deep**2).mean())
 
 
 def _features(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"s1": torch.rand(6, 8, 8, 8, generator=g), "s2": torch.rand(6, 12, 4, 4, generator=g) * 3,
-            "s3": torch.rand(6, 5, 2, 2, generator=g)}
+    return {
+        "s1": torch.rand(6, 8, 8, 8, generator=g),
+        "s2": torch.rand(6, 12, 4, 4, generator=g) * 3,
+        "s3": torch.rand(6, 5, 2, 2, generator=g),
+    }
 
 
 def test_stage_energy_is_the_mean_square() -> None:
@@ -88,7 +91,11 @@ def test_relative_terms_do_not_change_when_every_map_is_scaled(scale: float) -> 
 def test_zero_energy_gives_nan_not_an_error() -> None:
     feats = {"a": torch.zeros(2, 4, 4, 4), "b": torch.zeros(2, 4, 2, 2)}
     out = scale_free_terms(feats)
-    assert out["intra"]["a"] == 0.0 and math.isnan(out["intra_rel"]["a"]) and math.isnan(out["inter_rel"]["a->b"])
+    assert (
+        out["intra"]["a"] == 0.0
+        and math.isnan(out["intra_rel"]["a"])
+        and math.isnan(out["inter_rel"]["a->b"])
+    )
 
 
 def _tiny_split(n: int = 40, seed: int = 0) -> ImageDataset:
@@ -110,8 +117,9 @@ def test_heldout_terms_are_batch_means_with_their_spread() -> None:
     with torch.no_grad():
         for start in range(0, 40, 16):
             sl = slice(start, min(start + 16, 40))
-            logits, feats = extract_taps(model, split.normalized(sl), ["layer1", "layer2", "layer3"],
-                                         return_logits=True)
+            logits, feats = extract_taps(
+                model, split.normalized(sl), ["layer1", "layer2", "layer3"], return_logits=True
+            )
             correct += int((logits.argmax(1) == split.labels[sl]).sum())
             per_batch.append({k: _plain_intra(v) for k, v in feats.items()})
             sizes.append(sl.stop - sl.start)

@@ -37,7 +37,7 @@ from tffd_viz.losses import TfFD
 from tffd_viz.models import create_model, extract_taps, input_size, tap_info
 from tffd_viz.models.imagenet import IMAGENET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, torchvision_arch
 from tffd_viz.scale import cka_plan, ordered_block_mean
-from tffd_viz.train import RECIPES, config_from_recipe, resume_path, train
+from tffd_viz.train import RECIPES, config_from_recipe, resume_path, state_sha256, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -86,11 +86,14 @@ def test_built_by_torchvision_with_its_initialisation():
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
 
 
-@pytest.mark.parametrize(("arch", "shapes"), [
-    ("resnet18", [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]),
-    ("resnet50", [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]),
-    ("mobilenet_v2", [(16, 112, 112), (24, 56, 56), (32, 28, 28), (96, 14, 14), (320, 7, 7)]),
-])
+@pytest.mark.parametrize(
+    ("arch", "shapes"),
+    [
+        ("resnet18", [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]),
+        ("resnet50", [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]),
+        ("mobilenet_v2", [(16, 112, 112), (24, 56, 56), (32, 28, 28), (96, 14, 14), (320, 7, 7)]),
+    ],
+)
 def test_default_taps_at_224(arch, shapes):
     info = tap_info(create_model(arch, num_classes=3))  # the model's own input size: 224
     assert [i.shape for i in info.values()] == shapes
@@ -103,11 +106,17 @@ def test_tffd_terms_on_resnet18_stage_maps():
     logits, taps = extract_taps(model, torch.randn(2, 3, 224, 224), return_logits=True)
     assert logits.shape == (2, 3)
     assert {k: tuple(v.shape) for k, v in taps.items()} == {
-        "layer1": (2, 64, 56, 56), "layer2": (2, 128, 28, 28), "layer3": (2, 256, 14, 14), "layer4": (2, 512, 7, 7)}
+        "layer1": (2, 64, 56, 56),
+        "layer2": (2, 128, 28, 28),
+        "layer3": (2, 256, 14, 14),
+        "layer4": (2, 512, 7, 7),
+    }
     out = TfFD(lambda_intra=1.0, lambda_inter=1.0)(taps)
     assert list(out.intra) == ["layer1", "layer2", "layer3", "layer4"]
     assert len(out.inter) == 6 and "layer1->layer4" in out.inter
-    assert all(v.ndim == 0 and math.isfinite(float(v.detach())) for v in [*out.intra.values(), *out.inter.values()])
+    assert all(
+        v.ndim == 0 and math.isfinite(float(v.detach())) for v in [*out.intra.values(), *out.inter.values()]
+    )
     # the inter term against its formula: pool the shallow map to the deep size, first m channels, MSE
     s, d = taps["layer3"], taps["layer4"]
     want = torch.mean((torch.nn.functional.adaptive_avg_pool2d(s, (7, 7))[:, :256] - d[:, :256]) ** 2)
@@ -130,14 +139,24 @@ def _formats(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
         return buf.getvalue()
 
     prefixed = {f"module.{k}": v for k, v in state.items()}
-    return {"plain": pickled(state), "module": pickled(prefixed), "state_dict": pickled({"state_dict": prefixed}),
-            "model": pickled({"model": state, "epoch": 89}), "safetensors": safetensors_save(state)}
+    return {
+        "plain": pickled(state),
+        "module": pickled(prefixed),
+        "state_dict": pickled({"state_dict": prefixed}),
+        "model": pickled({"model": state, "epoch": 89}),
+        "safetensors": safetensors_save(state),
+    }
 
 
-@pytest.mark.parametrize(("arch", "formats"), [
-    ("resnet18", ("plain", "state_dict", "safetensors")),
-    ("resnet34", ("module",)), ("resnet50", ("state_dict",)), ("mobilenet_v2", ("model",)),
-])
+@pytest.mark.parametrize(
+    ("arch", "formats"),
+    [
+        ("resnet18", ("plain", "state_dict", "safetensors")),
+        ("resnet34", ("module",)),
+        ("resnet50", ("state_dict",)),
+        ("mobilenet_v2", ("model",)),
+    ],
+)
 def test_loads_from_every_format_without_naming_it(arch, formats):
     torch.manual_seed(1)
     source = create_model(arch, num_classes=11).eval()
@@ -159,26 +178,46 @@ def test_loads_from_every_format_without_naming_it(arch, formats):
 
 def test_shapes_tell_the_architectures_apart():
     with torch.device("meta"):
-        shapes = {a: {k: tuple(v.shape) for k, v in create_model(a, num_classes=3).state_dict().items()}
-                  for a in ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "resnet20", "wrn_16_2")}
+        shapes = {
+            a: {k: tuple(v.shape) for k, v in create_model(a, num_classes=3).state_dict().items()}
+            for a in ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "resnet20", "wrn_16_2")
+        }
     assert {a: torchvision_arch(s) for a, s in shapes.items()} == {
-        "resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2",
-        "resnet20": None, "wrn_16_2": None}
+        "resnet18": "resnet18",
+        "resnet34": "resnet34",
+        "resnet50": "resnet50",
+        "mobilenet_v2": "mobilenet_v2",
+        "resnet20": None,
+        "wrn_16_2": None,
+    }
     with torch.device("meta"):  # shapes only, no memory
         deeper = torchvision.models.resnet101(weights=None, num_classes=3).state_dict()
     assert torchvision_arch({k: tuple(v.shape) for k, v in deeper.items()}) is None
-    cut = {k: v for k, v in create_model("resnet18", num_classes=3).state_dict().items() if not k.startswith("layer4.1.")}
+    cut = {
+        k: v
+        for k, v in create_model("resnet18", num_classes=3).state_dict().items()
+        if not k.startswith("layer4.1.")
+    }
     assert torchvision_arch({k: tuple(v.shape) for k, v in cut.items()}) is None
 
 
 def test_own_card_round_trip_keeps_what_training_wrote(tmp_path):
     model = create_model("resnet18", num_classes=3)
-    path = save_checkpoint(model, {"dataset": "imagefolder", "mean": [0.5] * 3, "std": [0.25] * 3}, tmp_path / "r18")
+    path = save_checkpoint(
+        model, {"dataset": "imagefolder", "mean": [0.5] * 3, "std": [0.25] * 3}, tmp_path / "r18"
+    )
     _, card = load_checkpoint(path)
-    assert card["mean"] == [0.5] * 3 and card["input_size"] == 224  # the card wins; what it leaves out is filled
+    assert (
+        card["mean"] == [0.5] * 3 and card["input_size"] == 224
+    )  # the card wins; what it leaves out is filled
     path = save_checkpoint(model, {"dataset": "cifar10", "input_size": 32}, tmp_path / "r18_cifar")
     _, card = load_checkpoint(path)  # trained at 32 pixels: nothing of ImageNet's is filled in
-    assert (card["input_size"], card["dataset"], card["mean"], card.get("transform")) == (32, "cifar10", None, None)
+    assert (card["input_size"], card["dataset"], card["mean"], card.get("transform")) == (
+        32,
+        "cifar10",
+        None,
+        None,
+    )
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -189,8 +228,9 @@ def test_lazy_folder_with_val_split(tree):
     assert bundle.extra["eval_split"] == "val" and bundle.extra["transform"] == eval_transform(224)
     assert (len(bundle.train), len(bundle.test)) == (9, 6)
     assert bundle.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
-    images, labels, idx = sample_batch("imagefolder", "test", n=4, seed=0, root=tree, image_size=224,
-                                       return_indices=True)
+    images, labels, idx = sample_batch(
+        "imagefolder", "test", n=4, seed=0, root=tree, image_size=224, return_indices=True
+    )
     assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32
     assert torch.equal(labels, bundle.test.labels[idx])
     # the 32-pixel in-memory form of the same tree is a different bundle (train/test needed there)
@@ -199,8 +239,14 @@ def test_lazy_folder_with_val_split(tree):
     with pytest.raises(DataError, match="32x32 only"):
         load_dataset("cifar10", tree, image_size=224)
     assert card_image_size({"input_size": 224}, "imagefolder") == 224
-    assert [card_image_size(c, n) for c, n in [({"input_size": 224}, "cifar10"), ({"input_size": 32}, "imagefolder"),
-                                                ({}, "imagefolder")]] == [None, None, None]
+    assert [
+        card_image_size(c, n)
+        for c, n in [
+            ({"input_size": 224}, "cifar10"),
+            ({"input_size": 32}, "imagefolder"),
+            ({}, "imagefolder"),
+        ]
+    ] == [None, None, None]
 
 
 def test_eval_transform_matches_a_restatement(tmp_path):
@@ -213,7 +259,9 @@ def test_eval_transform_matches_a_restatement(tmp_path):
     Image.fromarray(arr).save(root / "train" / "a" / "x.png")
     got = load_dataset("imagefolder", root, image_size=224).test.uint8([0])[0]
     resized = Image.fromarray(arr).resize((512, 256), Image.BILINEAR)  # shorter side 256, 300 * 256 / 150
-    want = np.asarray(resized)[16:240, 144:368].transpose(2, 0, 1)  # centre 224: top (256-224)/2, left (512-224)/2
+    want = np.asarray(resized)[16:240, 144:368].transpose(
+        2, 0, 1
+    )  # centre 224: top (256-224)/2, left (512-224)/2
     assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(want)))
     assert resize_side(224) == 256 and resize_side(112) == 128
 
@@ -241,13 +289,19 @@ def test_random_resized_crop_box_invariants():
     # an attempt that fits is taken as torchvision computes it
     u = torch.tensor([[0.5, 0.5, 0.0, 1.0 - 1e-9]] * RRC_ATTEMPTS, dtype=torch.float64)
     area = 100 * 100 * (RRC_SCALE[0] + 0.5 * (RRC_SCALE[1] - RRC_SCALE[0]))
-    side = int(round(math.sqrt(area)))  # aspect exp(mean log ratio) = 1
+    side = round(math.sqrt(area))  # aspect exp(mean log ratio) = 1
     assert random_resized_crop_box(100, 100, u) == (0, 100 - side, side, side)
-    assert random_resized_crop_box(100, 100, u.float())[1] == 100 - side  # 1 - 1e-9 is 1.0 in float32: clamped
+    assert (
+        random_resized_crop_box(100, 100, u.float())[1] == 100 - side
+    )  # 1 - 1e-9 is 1.0 in float32: clamped
     # no attempt fits (full area at the widest ratio on a tall image): central crop at the nearest ratio
     never = torch.tensor([[1.0 - 1e-9, 1.0 - 1e-9, 0.0, 0.0]] * RRC_ATTEMPTS)
-    assert random_resized_crop_box(50, 200, never) == ((200 - round(50 / RRC_RATIO[0])) // 2, 0,
-                                                        round(50 / RRC_RATIO[0]), 50)
+    assert random_resized_crop_box(50, 200, never) == (
+        (200 - round(50 / RRC_RATIO[0])) // 2,
+        0,
+        round(50 / RRC_RATIO[0]),
+        50,
+    )
 
 
 # ----------------------------------------------------------------------------------- sizes and costs
@@ -292,10 +346,22 @@ def test_recipes_share_keys_and_the_imagenet_recipe_is_torchvisions():
     assert all(set(r) == set(RECIPES["paper"]) for r in RECIPES.values())
     r = RECIPES["imagenet"]
     assert (r["lr"], r["batch_size"], r["epochs"], tuple(r["milestones"]), r["weight_decay"]) == (
-        0.1, 256, 90, (30, 60), 1e-4)
-    assert (r["augment"], r["flip"], r["nesterov"], r["momentum"]) == ("random_resized_crop", True, False, 0.9)
-    assert (r["lambda_intra"], r["lambda_inter"]) == (RECIPES["paper"]["lambda_intra"],
-                                                      RECIPES["paper"]["lambda_inter"])
+        0.1,
+        256,
+        90,
+        (30, 60),
+        1e-4,
+    )
+    assert (r["augment"], r["flip"], r["nesterov"], r["momentum"]) == (
+        "random_resized_crop",
+        True,
+        False,
+        0.9,
+    )
+    assert (r["lambda_intra"], r["lambda_inter"]) == (
+        RECIPES["paper"]["lambda_intra"],
+        RECIPES["paper"]["lambda_inter"],
+    )
     assert {RECIPES[k]["augment"] for k in ("paper", "cpu30", "digits")} == {"pad_crop_flip"}
     with pytest.raises(TffdVizError, match="augment"):
         config_from_recipe("digits", augment="mixup")
@@ -306,24 +372,51 @@ def test_a_resume_state_from_before_augment_resumes(tmp_path):
     out = tmp_path / "d"
     train(config_from_recipe("digits", method="tffd", out=str(out), stop_after=1, **base))
     state = torch.load(resume_path(out), weights_only=True)
-    del state["config"]["augment"], state["config"]["hparams"]["augment"]  # as states written before the option
+    del (
+        state["config"]["augment"],
+        state["config"]["hparams"]["augment"],
+    )  # as states written before the option
     torch.save(state, resume_path(out))
     _, card = train(config_from_recipe("digits", method="tffd", out=str(out), resume="auto", **base))
     assert [r["epoch"] for r in card["history"]] == [1, 2]
 
 
 def test_random_resized_crop_in_memory_keeps_shape_and_range():
-    _, card = train(config_from_recipe("digits", method="baseline", augment="random_resized_crop", epochs=1,
-                                       limit_train=32, batch_size=16, probe_size=8, quiet=True, threads=1))
+    _, card = train(
+        config_from_recipe(
+            "digits",
+            method="baseline",
+            augment="random_resized_crop",
+            epochs=1,
+            limit_train=32,
+            batch_size=16,
+            probe_size=8,
+            quiet=True,
+            threads=1,
+        )
+    )
     assert card["hparams"]["augment"] == "random_resized_crop" and len(card["history"]) == 1
 
 
 @pytest.mark.slow
 def test_imagenet_recipe_one_short_epoch_on_a_tiny_folder(tree, tmp_path):
     out = tmp_path / "r18"
-    model, card = train(config_from_recipe("imagenet", data_root=str(tree), epochs=1, milestones=(), batch_size=3,
-                                           limit_train=6, probe_size=3, eval_batch_size=6, device="cpu",
-                                           quiet=True, threads=1, out=str(out)))
+    model, card = train(
+        config_from_recipe(
+            "imagenet",
+            data_root=str(tree),
+            epochs=1,
+            milestones=(),
+            batch_size=3,
+            limit_train=6,
+            probe_size=3,
+            eval_batch_size=6,
+            device="cpu",
+            quiet=True,
+            threads=1,
+            out=str(out),
+        )
+    )
     assert card["recipe"] == "imagenet" and card["arch"] == "resnet18" and card["num_classes"] == 3
     assert card["input_size"] == 224 and card["transform"] == eval_transform(224)
     assert card["mean"] == list(IMAGENET_MEAN) and len(card["history"]) == 1
@@ -340,16 +433,42 @@ def test_imagenet_recipe_one_short_epoch_on_a_tiny_folder(tree, tmp_path):
 
 @pytest.mark.slow
 def test_imagenet_recipe_under_torchrun_two_ranks(tree, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", TFFD_DEBUG_RANK_HASH_DIR=str(tmp_path / "hashes"),
-               PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     out = tmp_path / "ddp.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tffd_viz",
-           "train", "--arch", "resnet18", "--dataset", "imagefolder", "--data-root", str(tree), "--epochs", "1",
-           "--milestones", "", "--limit-train", "4", "--batch-size", "2", "--probe-size", "2", "--device", "cpu",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "tffd_viz",
+        "train",
+        "--arch",
+        "resnet18",
+        "--dataset",
+        "imagefolder",
+        "--data-root",
+        str(tree),
+        "--epochs",
+        "1",
+        "--milestones",
+        "",
+        "--limit-train",
+        "4",
+        "--batch-size",
+        "2",
+        "--probe-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    hashes = [(tmp_path / "hashes" / f"rank{r}.sha256").read_text().strip() for r in (0, 1)]
-    assert hashes[0] == hashes[1]
-    _, card = load_checkpoint(out)
+    model, card = load_checkpoint(out)
+    assert card["ranks_agree"] is True and card["state_sha256"] == state_sha256(
+        model
+    )  # the ranks' weights agree
     assert card["recipe"] == "imagenet" and card["world_size"] == 2 and card["input_size"] == 224

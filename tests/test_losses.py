@@ -357,7 +357,9 @@ def test_salient_half_gets_gradient_by_default_and_not_when_detached() -> None:
     h = f.clone().requires_grad_(True)
     loss_detached = intra_fd(h, detach_salient=True)
     loss_detached.backward()
-    assert torch.allclose(loss, loss_detached, rtol=1e-6)  # the same MSE, by the difference GEMM and by a gather
+    assert torch.allclose(
+        loss, loss_detached, rtol=1e-6
+    )  # the same MSE, by the difference GEMM and by a gather
     assert float(h.grad[:, salient].abs().sum()) == 0.0
     assert torch.allclose(h.grad[:, redundant], g.grad[:, redundant], rtol=1e-5, atol=1e-9)
 
@@ -489,7 +491,9 @@ def plain_intra(f: torch.Tensor) -> torch.Tensor:
 def plain_inter(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
     size = (min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3]))
     m = min(shallow.shape[1], deep.shape[1])
-    return F.mse_loss(F.adaptive_avg_pool2d(shallow, size)[:, :m], F.adaptive_avg_pool2d(deep.detach(), size)[:, :m])
+    return F.mse_loss(
+        F.adaptive_avg_pool2d(shallow, size)[:, :m], F.adaptive_avg_pool2d(deep.detach(), size)[:, :m]
+    )
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -499,17 +503,23 @@ def test_intra_value_and_gradient_equal_autograd_of_plain_formula(layout, c) -> 
     f, g = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
     loss, plain = intra_fd(f), plain_intra(g)
     torch.testing.assert_close(loss, plain, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(torch.autograd.grad(loss, f)[0], torch.autograd.grad(plain, g)[0], rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, f)[0], torch.autograd.grad(plain, g)[0], rtol=1e-10, atol=1e-15
+    )
     assert torch.autograd.gradcheck(intra_fd, (base.clone().requires_grad_(True),))
 
 
 def test_tffd_terms_gradients_equal_plain_formulas_and_keep_channels_last() -> None:
     """All six resnet20 terms: the shared poolings give each term's value and gradient, in the maps' layout."""
-    feats = [post_relu(*shape, seed=i).double().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-             for i, shape in enumerate(RESNET20_SHAPES)]
+    feats = [
+        post_relu(*shape, seed=i).double().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        for i, shape in enumerate(RESNET20_SHAPES)
+    ]
     intra, inter = tffd_terms(feats)
-    plain = {**{str(i): plain_intra(f) for i, f in enumerate(feats)},
-             **{f"{i}->{j}": plain_inter(feats[i], feats[j]) for i in range(3) for j in range(i + 1, 3)}}
+    plain = {
+        **{str(i): plain_intra(f) for i, f in enumerate(feats)},
+        **{f"{i}->{j}": plain_inter(feats[i], feats[j]) for i in range(3) for j in range(i + 1, 3)},
+    }
     for name, term in {**intra, **inter}.items():
         torch.testing.assert_close(term, plain[name], rtol=1e-12, atol=1e-15)
         got = torch.autograd.grad(term, feats, retain_graph=True, allow_unused=True)
@@ -532,7 +542,9 @@ def test_intra_of_nearly_equal_channel_pairs_is_accurate_in_float32(eps: float, 
     """
     g = torch.Generator().manual_seed(3)
     x = torch.rand(16, 1, 16, 16, generator=g) + 1.0
-    f = torch.cat([x, x + eps * torch.rand(16, 1, 16, 16, generator=g)], dim=1).contiguous(memory_format=layout)
+    f = torch.cat([x, x + eps * torch.rand(16, 1, 16, 16, generator=g)], dim=1).contiguous(
+        memory_format=layout
+    )
     assert close(intra_fd(f), ref_intra(f), rel=1e-4)
 
 
@@ -542,20 +554,26 @@ def test_terms_under_bf16_autocast_are_float32_and_backpropagate() -> None:
     Measured over 5 seeds and both layouts: intra terms within 6e-6, inter terms within 4.9e-5 (the pooling
     runs in bf16 under autocast); 2e-2 would have hidden a bf16 loss (three significant digits).
     """
-    feats = [post_relu(*shape, seed=i).contiguous(memory_format=torch.channels_last) for i, shape in
-             enumerate(RESNET20_SHAPES)]
+    feats = [
+        post_relu(*shape, seed=i).contiguous(memory_format=torch.channels_last)
+        for i, shape in enumerate(RESNET20_SHAPES)
+    ]
     lowp = [f.bfloat16().requires_grad_(True) for f in feats]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = TfFD(1.0, 1.0)(lowp)
     assert out.total.dtype == torch.float32
     exact = [f.bfloat16().double() for f in feats]  # the values the bf16 terms see, in float64
-    ref = {**{str(i): ref_intra(f) for i, f in enumerate(exact)},
-           **{f"{i}->{j}": ref_inter(exact[i], exact[j]) for i in range(3) for j in range(i + 1, 3)}}
+    ref = {
+        **{str(i): ref_intra(f) for i, f in enumerate(exact)},
+        **{f"{i}->{j}": ref_inter(exact[i], exact[j]) for i in range(3) for j in range(i + 1, 3)},
+    }
     for name, term in {**out.intra, **out.inter}.items():
         assert term.dtype == torch.float32
         assert close(term, ref[name], rel=1e-4), (name, float(term), ref[name])
     out.total.backward()
-    assert all(f.grad is not None and f.grad.dtype == torch.bfloat16 and torch.isfinite(f.grad).all() for f in lowp)
+    assert all(
+        f.grad is not None and f.grad.dtype == torch.bfloat16 and torch.isfinite(f.grad).all() for f in lowp
+    )
 
 
 @pytest.mark.parametrize("name", ["lambda_intra", "lambda_inter"])
@@ -571,4 +589,6 @@ def test_tffd_refuses_a_lambda_that_is_no_number_and_accepts_zero() -> None:
         TfFD(lambda_inter="big")
     loss = TfFD(lambda_intra=0.0, lambda_inter=0)
     out = loss(_feats3())
-    assert loss.lambda_intra == 0.0 and float(out.total) == 0.0 and all(float(v) > 0 for v in out.intra.values())
+    assert (
+        loss.lambda_intra == 0.0 and float(out.total) == 0.0 and all(float(v) > 0 for v in out.intra.values())
+    )

@@ -44,8 +44,12 @@ REF_RESNETS: dict[str, tuple[int, tuple[int, int, int, int]]] = {
     "resnet8x4": (8, (32, 64, 128, 256)),
     "resnet32x4": (32, (32, 64, 128, 256)),
 }
-REF_WRNS: dict[str, tuple[int, int]] = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1),
-                                        "wrn_40_2": (40, 2)}
+REF_WRNS: dict[str, tuple[int, int]] = {
+    "wrn_16_1": (16, 1),
+    "wrn_16_2": (16, 2),
+    "wrn_40_1": (40, 1),
+    "wrn_40_2": (40, 2),
+}
 REF_VGGS: dict[str, list[list[int]]] = {
     "vgg8": [[64], [128], [256], [512], [512]],
     "vgg11": [[64], [128], [256, 256], [512, 512], [512, 512]],
@@ -53,8 +57,12 @@ REF_VGGS: dict[str, list[list[int]]] = {
     "vgg16": [[64, 64], [128, 128], [256] * 3, [512] * 3, [512] * 3],
     "vgg19": [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
 }
-ZOO_NAMES = sorted(set(MODELS) - set(IMAGENET_ARCHS)  # the 224-pixel torchvision ones: test_models_imagenet.py
-                   - set(RESNET_A_CONFIGS) - set(VGG_BN_CONFIGS))  # option-A ResNets, BN-VGGs: test_cifar_zoos.py
+ZOO_NAMES = sorted(
+    set(MODELS)
+    - set(IMAGENET_ARCHS)  # the 224-pixel torchvision ones: test_models_imagenet.py
+    - set(RESNET_A_CONFIGS)
+    - set(VGG_BN_CONFIGS)
+)  # option-A ResNets, BN-VGGs: test_cifar_zoos.py
 
 # Per-sample stage shapes on a 32x32 input, as published for the zoo.
 PUBLISHED_TAP_SHAPES: dict[str, list[tuple[int, int, int]]] = {
@@ -69,8 +77,16 @@ PUBLISHED_TAP_SHAPES: dict[str, list[tuple[int, int, int]]] = {
 }
 
 # Parameter counts in millions of RepDistiller's CIFAR-100 table (CRD, ICLR 2020), rounded there.
-PUBLISHED_MILLIONS = {"resnet20": 0.28, "resnet110": 1.74, "resnet8x4": 1.23, "resnet32x4": 7.43,
-                      "wrn_16_2": 0.70, "wrn_40_2": 2.26, "vgg8": 3.96, "vgg13": 9.46}
+PUBLISHED_MILLIONS = {
+    "resnet20": 0.28,
+    "resnet110": 1.74,
+    "resnet8x4": 1.23,
+    "resnet32x4": 7.43,
+    "wrn_16_2": 0.70,
+    "wrn_40_2": 2.26,
+    "vgg8": 3.96,
+    "vgg13": 9.46,
+}
 
 
 def ref_resnet_params(depth: int, w: tuple[int, int, int, int], num_classes: int, in_chans: int) -> int:
@@ -128,8 +144,15 @@ class KeyRecorder(dict):
 
 
 def _bn(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"], sd[f"{prefix}.weight"],
-                        sd[f"{prefix}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def ref_resnet_forward(sd: dict, x: torch.Tensor, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -160,7 +183,9 @@ def ref_wrn_forward(sd: dict, x: torch.Tensor, name: str) -> tuple[torch.Tensor,
             p = f"block{s}.layer.{i}"
             stride = 2 if (s > 1 and i == 0) else 1
             act = F.relu(_bn(sd, f"{p}.bn1", x))
-            out = F.relu(_bn(sd, f"{p}.bn2", F.conv2d(act, sd[f"{p}.conv1.weight"], stride=stride, padding=1)))
+            out = F.relu(
+                _bn(sd, f"{p}.bn2", F.conv2d(act, sd[f"{p}.conv1.weight"], stride=stride, padding=1))
+            )
             out = F.conv2d(out, sd[f"{p}.conv2.weight"], padding=1)
             equal_in_out = x.shape[1] == 16 * k * 2 ** (s - 1)
             x = (x if equal_in_out else F.conv2d(act, sd[f"{p}.convShortcut.weight"], stride=stride)) + out
@@ -179,7 +204,9 @@ def ref_vgg_forward(sd: dict, x: torch.Tensor, name: str) -> tuple[torch.Tensor,
         feats.append(x)
         if b < 3:  # pool0..2; pool3 only for 64x64 inputs
             x = F.max_pool2d(x, 2, 2)
-    return F.linear(F.adaptive_avg_pool2d(x, 1).flatten(1), sd["classifier.weight"], sd["classifier.bias"]), feats
+    return F.linear(
+        F.adaptive_avg_pool2d(x, 1).flatten(1), sd["classifier.weight"], sd["classifier.bias"]
+    ), feats
 
 
 REF_FORWARDS: dict[str, Callable[[dict, torch.Tensor, str], tuple[torch.Tensor, list[torch.Tensor]]]] = {
@@ -279,7 +306,9 @@ def test_param_counts_match_published_table(name):
     assert abs(count / 1e6 - PUBLISHED_MILLIONS[name]) <= 0.0051
 
 
-@pytest.mark.parametrize("name", ["resnet8", "resnet20", "resnet8x4", "wrn_16_1", "wrn_16_2", "vgg8", "vgg11"])
+@pytest.mark.parametrize(
+    "name", ["resnet8", "resnet20", "resnet8x4", "wrn_16_1", "wrn_16_2", "vgg8", "vgg11"]
+)
 def test_zoo_matches_repdistiller_forward(name):
     """Same logits and taps as RepDistiller's architecture computed from the state_dict alone."""
     torch.manual_seed(0)
@@ -299,20 +328,44 @@ def test_zoo_matches_repdistiller_forward(name):
 
 
 def test_state_dict_key_names():
-    keys = {n: set(create_model(n, num_classes=10).state_dict()) for n in
-            ("resnet20", "resnet8x4", "wrn_40_2", "vgg8", "vgg13")}
-    assert {"conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer1.2.bn2.bias",
-            "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_mean",
-            "layer3.0.downsample.1.weight", "fc.weight", "fc.bias"} <= keys["resnet20"]
+    keys = {
+        n: set(create_model(n, num_classes=10).state_dict())
+        for n in ("resnet20", "resnet8x4", "wrn_40_2", "vgg8", "vgg13")
+    }
+    assert {
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.conv1.weight",
+        "layer1.2.bn2.bias",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_mean",
+        "layer3.0.downsample.1.weight",
+        "fc.weight",
+        "fc.bias",
+    } <= keys["resnet20"]
     assert "layer1.0.downsample.0.weight" not in keys["resnet20"]  # 16 -> 16 channels: identity shortcut
     assert "layer2.1.downsample.0.weight" not in keys["resnet20"]
     assert "layer1.0.downsample.0.weight" in keys["resnet8x4"]  # 32 -> 64 channels
-    assert {"conv1.weight", "block1.layer.0.bn1.weight", "block1.layer.0.convShortcut.weight",
-            "block2.layer.0.convShortcut.weight", "block3.layer.5.conv2.weight", "bn1.weight",
-            "bn1.running_mean", "fc.weight"} <= keys["wrn_40_2"]
+    assert {
+        "conv1.weight",
+        "block1.layer.0.bn1.weight",
+        "block1.layer.0.convShortcut.weight",
+        "block2.layer.0.convShortcut.weight",
+        "block3.layer.5.conv2.weight",
+        "bn1.weight",
+        "bn1.running_mean",
+        "fc.weight",
+    } <= keys["wrn_40_2"]
     assert "block2.layer.1.convShortcut.weight" not in keys["wrn_40_2"]
-    assert {"block0.0.weight", "block0.0.bias", "block0.1.weight", "block0.1.running_var", "block4.0.weight",
-            "classifier.weight", "classifier.bias"} <= keys["vgg8"]
+    assert {
+        "block0.0.weight",
+        "block0.0.bias",
+        "block0.1.weight",
+        "block0.1.running_var",
+        "block4.0.weight",
+        "classifier.weight",
+        "classifier.bias",
+    } <= keys["vgg8"]
     assert "block0.3.weight" not in keys["vgg8"] and "block0.3.weight" in keys["vgg13"]
     assert not any(k.startswith(("pool", "relu")) for k in keys["vgg8"] | keys["resnet20"])
 
@@ -417,8 +470,9 @@ def test_extract_taps_arbitrary_module_names(resnet20):
     resnet20.eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        logits, taps = extract_taps(resnet20, x, taps=["fc", "layer2.0.conv1", "avgpool", "layer1", "layer3"],
-                                    return_logits=True)
+        logits, taps = extract_taps(
+            resnet20, x, taps=["fc", "layer2.0.conv1", "avgpool", "layer1", "layer3"], return_logits=True
+        )
         conv = F.conv2d(taps["layer1"], resnet20.layer2[0].conv1.weight, stride=2, padding=1)
     assert list(taps) == ["fc", "layer2.0.conv1", "avgpool", "layer1", "layer3"]  # order asked for
     assert taps["layer2.0.conv1"].shape == (2, 32, 16, 16)
@@ -462,12 +516,20 @@ def test_torchvision_resnet18_taps():
         picked = extract_taps(model, x, taps=["layer3.1.conv2"])
         plain = model(x)
     assert torch.equal(logits, plain) and logits.shape == (1, 10)
-    assert [tuple(t.shape) for t in taps.values()] == [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4),
-                                                       (1, 512, 2, 2)]
+    assert [tuple(t.shape) for t in taps.values()] == [
+        (1, 64, 16, 16),
+        (1, 128, 8, 8),
+        (1, 256, 4, 4),
+        (1, 512, 2, 2),
+    ]
     assert list(picked) == ["layer3.1.conv2"] and picked["layer3.1.conv2"].shape == (1, 256, 4, 4)
     infos = tap_info(model, input_shape=(3, 64, 64))
     assert [(i.shape, i.reduction) for i in infos.values()] == [
-        ((64, 16, 16), 4), ((128, 8, 8), 8), ((256, 4, 4), 16), ((512, 2, 2), 32)]
+        ((64, 16, 16), 4),
+        ((128, 8, 8), 8),
+        ((256, 4, 4), 16),
+        ((512, 2, 2), 32),
+    ]
     assert hooks_left(model) == 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
+from conftest import CHECKPOINTS, plotly_array
 
 N = 32
 
@@ -20,10 +20,10 @@ def test_attribution_page_values_and_widgets(app_at, assert_app_ok, chart_specs)
     from tffd_viz.checkpoints import load_checkpoint
     from tffd_viz.data import sample_batch
 
-    at = app_at("attribution", **DEFAULT_MODELS, n=N)
+    at = app_at("attribution", n=N)
     assert_app_ok(at)
-    assert at.multiselect(key="attr-images").value == [0, 1, 2, 3]
-    assert at.selectbox(key="layer-attribution").value == "layer3"
+    assert at.multiselect(key="attribution-images").value == [0, 1, 2, 3]
+    assert at.selectbox(key="attribution-layer").value == "layer3"
     charts = chart_specs(at)
     assert len(charts) == 2  # Grad-CAM, Integrated Gradients
 
@@ -39,10 +39,10 @@ def test_attribution_page_values_and_widgets(app_at, assert_app_ok, chart_specs)
     assert titles[0].startswith("#0 · true ")
 
     # other images, another layer, the true class as target, fewer IG steps
-    at.multiselect(key="attr-images").set_value([5, 2])
-    at.selectbox(key="layer-attribution").set_value("layer2")
-    at.radio(key="attr-target").set_value("true")
-    at.slider(key="attr-steps").set_value(8).run()
+    at.multiselect(key="attribution-images").set_value([5, 2])
+    at.selectbox(key="attribution-layer").set_value("layer2")
+    at.radio(key="attribution-target").set_value("true")
+    at.slider(key="attribution-steps").set_value(8).run()
     assert_app_ok(at)
     charts = chart_specs(at)
     gradcam, ig = charts[0], charts[1]
@@ -51,7 +51,7 @@ def test_attribution_page_values_and_widgets(app_at, assert_app_ok, chart_specs)
     np.testing.assert_allclose(np.stack(model_maps(gradcam, 1, 2)), expected, rtol=0, atol=1e-6)
     expected = integrated_gradients_maps(model_b, images[rows], target=labels[rows], n_steps=8).numpy()
     np.testing.assert_allclose(np.stack(model_maps(ig, 1, 2)), expected, rtol=0, atol=1e-6)
-    assert [a["text"] for a in gradcam["layout"]["annotations"]][0].startswith("#5 · true ")
+    assert gradcam["layout"]["annotations"][0]["text"].startswith("#5 · true ")
 
     # B switched to A's checkpoint: identical maps in both columns
     at.selectbox(key="model-B").set_value(at.selectbox(key="model-A").value).run()
@@ -60,6 +60,6 @@ def test_attribution_page_values_and_widgets(app_at, assert_app_ok, chart_specs)
     for a, b in zip(model_maps(gradcam, 0, 2), model_maps(gradcam, 1, 2)):
         np.testing.assert_array_equal(a, b)
 
-    at.multiselect(key="attr-images").set_value([]).run()
+    at.multiselect(key="attribution-images").set_value([]).run()
     assert_app_ok(at)
     assert not at.get("plotly_chart") and any("at least one image" in i.value for i in at.info)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
+from conftest import CHECKPOINTS, plotly_array
 
 N_IMAGES = 32  # the page's own "Images" input (query parameter cka_n), not the sidebar batch
 
@@ -22,8 +22,10 @@ def direct(at, **kw) -> dict:
     from tffd_viz.data import sample_batch
     from tffd_viz.similarity import layer_cka_matrices
 
-    models = [load_checkpoint(CHECKPOINTS / f"{at.selectbox(key=f'model-{s}').value}.safetensors")[0]
-              for s in ("A", "B")]
+    models = [
+        load_checkpoint(CHECKPOINTS / f"{at.selectbox(key=f'model-{s}').value}.safetensors")[0]
+        for s in ("A", "B")
+    ]
     images, _ = sample_batch("digits", "test", N_IMAGES, seed=0)
     return layer_cka_matrices(models[0], models[1], images, **kw)
 
@@ -46,7 +48,7 @@ def seed_values(at, **kw) -> dict[str, list[float]]:
 
 
 def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None:
-    at = app_at("cka", **DEFAULT_MODELS, cka_n=N_IMAGES)
+    at = app_at("cka", cka_n=N_IMAGES)
     assert_app_ok(at)
     charts = chart_specs(at)
     assert len(charts) == 2 and len(at.dataframe) == 4  # + the seed-to-seed reference and its verdicts
@@ -63,9 +65,13 @@ def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None
     # the A-vs-B diagonal against the CKA between the shipped seeds of A's and B's configurations
     reference = charts[1]
     assert [t["name"] for t in reference["data"]] == ["seed to seed", "lowest seed-to-seed", "A vs B"]
-    np.testing.assert_allclose(plotly_array(reference["data"][2]["y"]), np.diag(got["AvB"]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        plotly_array(reference["data"][2]["y"]), np.diag(got["AvB"]), rtol=0, atol=1e-12
+    )
     seeds = seed_values(at, kind="linear", estimator="minibatch", batch_size=256)
-    np.testing.assert_allclose(plotly_array(reference["data"][1]["y"]), [min(seeds[t]) for t in seeds], atol=1e-12)
+    np.testing.assert_allclose(
+        plotly_array(reference["data"][1]["y"]), [min(seeds[t]) for t in seeds], atol=1e-12
+    )
     verdicts = at.dataframe[3].value  # after the three matrices of "Numbers"
     assert verdicts["item"].tolist() == list(seeds) and verdicts["verdict"].str.len().min() > 0
 
@@ -94,7 +100,7 @@ def test_cka_page_values_and_widgets(app_at, assert_app_ok, chart_specs) -> None
 
 
 def test_cka_page_full_batch_linear_and_cap_message(app_at, assert_app_ok) -> None:
-    at = app_at("cka", **DEFAULT_MODELS, cka_n=N_IMAGES, cka_estimator="full")
+    at = app_at("cka", cka_n=N_IMAGES, cka_estimator="full")
     assert_app_ok(at)
     assert at.radio(key="cka-estimator").value == "full"
     assert any("at most" in c.value for c in at.caption)

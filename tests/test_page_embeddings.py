@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
+from conftest import CHECKPOINTS, plotly_array
 
 N = 32
 
@@ -13,7 +13,9 @@ def scatter_points(spec: dict) -> dict[int, tuple[float, float]]:
     """Sample index (hover customdata) -> (x, y) over every class trace of an embedding_figure."""
     out = {}
     for trace in spec["data"]:
-        for i, x, y in zip(plotly_array(trace["customdata"]), plotly_array(trace["x"]), plotly_array(trace["y"])):
+        for i, x, y in zip(
+            plotly_array(trace["customdata"]), plotly_array(trace["x"]), plotly_array(trace["y"])
+        ):
             out[int(i)] = (float(x), float(y))
     return out
 
@@ -24,9 +26,12 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     from tffd_viz.embeddings import pca_embedding, probe_table
     from tffd_viz.features import extract_features
 
-    at = app_at("embeddings", **DEFAULT_MODELS, n=N)
+    at = app_at("embeddings", n=N)
     assert_app_ok(at)
-    assert at.selectbox(key="layer-embeddings").value == "layer3" and at.radio(key="emb-method").value == "pca"
+    assert (
+        at.selectbox(key="embeddings-layer").value == "layer3"
+        and at.radio(key="embeddings-method").value == "pca"
+    )
     charts = chart_specs(at)
     assert len(charts) == 3  # embedding A, embedding B, probe accuracy
     names = {s: at.selectbox(key=f"model-{s}").value for s in ("A", "B")}
@@ -49,7 +54,7 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
         np.testing.assert_allclose(points[index], coords[row], rtol=0, atol=1e-5)
 
     # another layer and B switched to A's checkpoint: the two scatters coincide
-    at.selectbox(key="layer-embeddings").set_value("layer1")
+    at.selectbox(key="embeddings-layer").set_value("layer1")
     at.selectbox(key="model-B").set_value(names["A"]).run()
     assert_app_ok(at)
     charts = chart_specs(at)
@@ -57,11 +62,25 @@ def test_embeddings_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     assert a == b
 
     # t-SNE: a warning about its cost, a small number of points, still two scatters and the probe chart
-    at.radio(key="emb-method").set_value("tsne").run()
+    at.radio(key="embeddings-method").set_value("tsne").run()
     assert_app_ok(at)
     assert at.warning and "t-SNE is slow" in at.warning[0].value
-    assert at.number_input(key="emb-tsne-n").value == N
+    assert at.number_input(key="embeddings-tsne-n").value == N
     charts = chart_specs(at)
     assert len(charts) == 3
     spec = charts[0]
     assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1" and len(scatter_points(spec)) == N
+
+
+def test_a_batch_too_small_for_the_probe_says_how_many_images_it_needs(
+    app_at, assert_app_ok, chart_specs
+) -> None:
+    at = app_at(
+        "embeddings", n=16
+    )  # 16 digits of 10 classes: fewer than two of each class to fit the probe on
+    assert_app_ok(at)
+    assert any("needs two images of each to fit on: choose at least 29 images" in i.value for i in at.info)
+    assert [c["layout"]["title"]["text"].split(":")[0] for c in chart_specs(at)] == [
+        f"A · {at.query_params['a']}",
+        f"B · {at.query_params['b']}",
+    ]  # the two embeddings, no probe chart

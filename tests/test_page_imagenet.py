@@ -37,8 +37,9 @@ def imagenet_pair(tmp_path_factory) -> dict[str, str]:
     for seed, name in enumerate(PAIR.values()):
         torch.manual_seed(seed)
         model = create_model("resnet18", num_classes=3)
-        save_checkpoint(model, {"dataset": "imagefolder", "method": name.split("_")[2], "seed": seed},
-                        base / "ck" / name)
+        save_checkpoint(
+            model, {"dataset": "imagefolder", "method": name.split("_")[2], "seed": seed}, base / "ck" / name
+        )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TFFD_CHECKPOINTS", str(base / "ck"))
         yield {"root": str(base / "tree")}
@@ -47,8 +48,7 @@ def imagenet_pair(tmp_path_factory) -> dict[str, str]:
 def _run(page: str, root: str, **query: object):
     from streamlit.testing.v1 import AppTest
 
-    if not (APP.parent / f"app_pages/{page}.py").is_file() or f"app_pages/{page}.py" not in declared_pages():
-        pytest.skip(f"app_pages/{page}.py is not declared by the app")
+    assert f"app_pages/{page}.py" in declared_pages(), f"app_pages/{page}.py is not declared by {APP.name}"
     at = AppTest.from_file(str(APP), default_timeout=600)
     for key, value in {**PAIR, "n224": N, "dataset": "imagefolder", "root": root, **query}.items():
         at.query_params[key] = str(value)
@@ -59,7 +59,19 @@ def _run(page: str, root: str, **query: object):
     return at
 
 
-@pytest.mark.parametrize("page", ["overview", "ranking", "losses", "attribution", "embeddings", "evolution"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "overview",
+        "ranking",
+        "ranking_stability",
+        "losses",
+        "gradients",
+        "attribution",
+        "embeddings",
+        "evolution",
+    ],
+)
 def test_page_runs_on_the_imagenet_pair(imagenet_pair, page):
     at = _run(page, imagenet_pair["root"])
     if page != "evolution":  # random-init checkpoints have no training history to draw
@@ -70,15 +82,17 @@ def test_page_runs_on_the_imagenet_pair(imagenet_pair, page):
 def test_feature_maps_are_56_by_56(imagenet_pair):
     import json
 
-    at = _run("feature_maps", imagenet_pair["root"], layer="layer1")
+    at = _run("feature_maps", imagenet_pair["root"], feature_maps_layer="layer1")
     for chart in at.get("plotly_chart"):  # A and B: every tile is a 56x56 map
-        assert {plotly_array(t["z"]).shape for t in json.loads(chart.proto.spec)["data"] if "z" in t} == {(56, 56)}
+        assert {plotly_array(t["z"]).shape for t in json.loads(chart.proto.spec)["data"] if "z" in t} == {
+            (56, 56)
+        }
 
 
 def test_similarity_matches_the_library_on_the_same_batch(imagenet_pair):
     import json
 
-    at = _run("similarity", imagenet_pair["root"], layer="layer1")
+    at = _run("similarity", imagenet_pair["root"], similarity_layer="layer1")
     assert any("224x224" in str(c.value) for c in at.caption)
     drawn = plotly_array(json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["z"])
     images, _ = sample_batch("imagefolder", "test", n=N, seed=0, root=imagenet_pair["root"], image_size=224)
@@ -96,10 +110,10 @@ def test_cka_says_how_it_computes_at_224(imagenet_pair):
     assert at.get("plotly_chart")
 
 
-def test_overview_measures_the_whole_split_only_when_asked(imagenet_pair):
-    at = _run("overview", imagenet_pair["root"])
+def test_what_changed_measures_the_whole_split_only_when_asked(imagenet_pair):
+    at = _run("what_changed", imagenet_pair["root"])
     assert any("Not measured yet" in str(c.value) for c in at.caption)
-    at.toggle(key="ov-compare-large").set_value(True).run()
+    at.toggle(key="what_changed-whole-split").set_value(True).run()
     assert not at.exception and not at.error, [str(e.value)[:300] for e in [*at.exception, *at.error]]
     assert any("(9 images)" in str(c.value) for c in at.caption)  # the 9 images of val/, at 224 pixels
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CHECKPOINTS, DEFAULT_MODELS, plotly_array
+from conftest import CHECKPOINTS, plotly_array
 
 N = 32
 
@@ -24,9 +24,9 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     from tffd_viz.losses import salient_order
     from tffd_viz.similarity import channel_cosine_matrix, inter_layer_alignment, paired_channel_cosine
 
-    at = app_at("similarity", **DEFAULT_MODELS, n=N)
+    at = app_at("similarity", n=N)
     assert_app_ok(at)
-    assert at.selectbox(key="layer-similarity").value == "layer3"  # the last stage by default
+    assert at.selectbox(key="similarity-layer").value == "layer3"  # the last stage by default
     charts = chart_specs(at)
     assert len(charts) == 5  # cosine A, cosine B, paired pairs, paired vs random pairs, inter-layer alignment
     paired, alignment = at.dataframe[0].value, at.dataframe[1].value
@@ -36,8 +36,9 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     f = feats["layer3"]
     order = salient_order(f)
     rows_a = paired[paired["model"].str.startswith("A")]
-    np.testing.assert_allclose(rows_a["cosine"].to_numpy(), paired_channel_cosine(f, order).numpy(), rtol=0,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        rows_a["cosine"].to_numpy(), paired_channel_cosine(f, order).numpy(), rtol=0, atol=1e-6
+    )
     assert rows_a["salient channel"].tolist() == order[:32].tolist()
     assert rows_a["redundant channel"].tolist() == order[32:].tolist()
     z = plotly_array(charts[0]["data"][0]["z"])
@@ -45,8 +46,9 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     al_a = alignment[alignment["model"].str.startswith("A")]
     assert sorted(set(al_a["pair"])) == ["layer1->layer2", "layer1->layer3", "layer2->layer3"]
     got = al_a[al_a["pair"] == "layer1->layer3"]["cosine"].to_numpy()
-    np.testing.assert_allclose(got, inter_layer_alignment(feats["layer1"], feats["layer3"]).numpy(), rtol=0,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        got, inter_layer_alignment(feats["layer1"], feats["layer3"]).numpy(), rtol=0, atol=1e-6
+    )
     # paired cosine next to the mean cosine of every pair of distinct channels of the layer
     reference = next(c for c in charts if c["layout"]["title"]["text"].startswith("Paired cosine vs random"))
     cos = channel_cosine_matrix(f).double()
@@ -55,9 +57,10 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     a_label = next(n for n in by_name if n.startswith("A") and n.endswith("random pairs"))
     assert by_name[a_label] == pytest.approx(random_pairs, abs=1e-6)
     assert by_name[a_label.replace("random pairs", "salient/redundant pairs")] == pytest.approx(
-        float(paired_channel_cosine(f, order).mean()), abs=1e-6)
+        float(paired_channel_cosine(f, order).mean()), abs=1e-6
+    )
 
-    at.selectbox(key="layer-similarity").set_value("layer1").run()
+    at.selectbox(key="similarity-layer").set_value("layer1").run()
     assert_app_ok(at)
     assert len(at.get("plotly_chart")) == 5 and len(at.dataframe[0].value) == 2 * 8
 
@@ -70,7 +73,7 @@ def test_similarity_page_values_and_widgets(app_at, assert_app_ok, chart_specs) 
     np.testing.assert_array_equal(a, b)
 
     # a layer without a spatial map is an error message, not a traceback; the rest of the page still draws
-    at.selectbox(key="layer-similarity").set_value("fc").run()
+    at.selectbox(key="similarity-layer").set_value("fc").run()
     assert not at.exception
     assert at.error and "4-D feature map" in at.error[0].value
     assert len(at.get("plotly_chart")) == 1  # inter-layer alignment

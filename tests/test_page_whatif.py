@@ -13,9 +13,15 @@ from tffd_viz.data import load_dataset
 from tffd_viz.whatif import ARM_LABELS, ARMS, WhatIf, WhatIfConfig, default_steps, train_command
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-QUERY = {"lambda_intra": "1.0", "lambda_inter": "0.0", "stages": "layer2,layer3", "pairs": ""}
-CONFIG = WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0, stages=("layer2", "layer3"), pairs=(), steps=3,
-                      lr=0.01, heldout_n=48)
+QUERY = {
+    "whatif_lambda_intra": "1.0",
+    "whatif_lambda_inter": "0.0",
+    "whatif_stages": "layer2,layer3",
+    "whatif_pairs": "",
+}
+CONFIG = WhatIfConfig(
+    lambda_intra=1.0, lambda_inter=0.0, stages=("layer2", "layer3"), pairs=(), steps=3, lr=0.01, heldout_n=48
+)
 
 
 def library_run(steps: int | None = None) -> WhatIf:
@@ -59,8 +65,9 @@ def test_whatif_reads_the_losses_choices_runs_and_states_the_answer(app_at, asse
     table = next(d.value for d in at.dataframe if "beyond_noise" in d.value.columns)
     assert len(table) == len(result["comparison"])
     for got, want in zip(table.to_dict("records"), result["comparison"], strict=True):
-        assert all(same(got[k], want[k]) for k in ("quantity", "control", "tffd", "control2", "change", "noise")), \
-            (got, want)
+        assert all(
+            same(got[k], want[k]) for k in ("quantity", "control", "tffd", "control2", "change", "noise")
+        ), (got, want)
     curves = next(f for f in chart_figures(at) if f.layout.title.text.startswith("What-if: training curves"))
     ce = {t.name: list(t.y) for t in curves.data if t.xaxis == "x"}  # the first panel: cross-entropy
     for arm in ARMS:
@@ -70,7 +77,10 @@ def test_whatif_reads_the_losses_choices_runs_and_states_the_answer(app_at, asse
     at.button(key="whatif-cancel").click().run()
     assert_app_ok(at)
     assert at.get("progress")[0].proto.value == 100 and at.code[0].value == result["command"]
-    assert at.query_params["lambda_intra"] == "1.0" and at.query_params["stages"] == "layer2,layer3"
+    assert (
+        at.query_params["whatif_lambda_intra"] == "1.0"
+        and at.query_params["whatif_stages"] == "layer2,layer3"
+    )
     assert at.query_params["whatif_steps"] == "3" and at.query_params["whatif_heldout"] == "48"
 
 
@@ -95,24 +105,40 @@ def test_a_stopped_run_keeps_its_steps_and_compares_at_that_step(app_at, assert_
     assert any("Stopped after 1 of 3 steps" in w.value for w in at.warning)
     table = next(d.value for d in at.dataframe if "beyond_noise" in d.value.columns)
     want = partial.result()["comparison"]
-    assert [same(a, b) for a, b in zip(table["tffd"], [r["tffd"] for r in want], strict=True)] == [True] * len(want)
+    assert [same(a, b) for a, b in zip(table["tffd"], [r["tffd"] for r in want], strict=True)] == [
+        True
+    ] * len(want)
 
 
 def test_the_losses_page_links_to_the_whatif_with_its_choices(app_at, assert_app_ok):
-    at = app_at("losses", n=16, lambda_intra="0.01", stages="layer3", pairs="layer1->layer2")
+    at = app_at(
+        "losses", n=16, losses_lambda_intra="0.01", losses_stages="layer3", losses_pairs="layer1->layer2"
+    )
     assert_app_ok(at)
     links = [e.proto for e in at.get("page_link") if "whatif" in e.proto.page]
     assert links, "no link to the Try lambdas page"
-    assert "lambda_intra=0.01" in links[0].query_string and "stages=layer3" in links[0].query_string
+    query = links[0].query_string
+    assert "whatif_lambda_intra=0.01" in query and "whatif_stages=layer3" in query and "losses_" not in query
 
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_whatif_runs_on_a_shipped_cifar_pair(app_at, assert_app_ok):
     a, b = cifar_pair("cifar10")
-    at = app_at("whatif", a=a, b=b, n=16, root=CIFAR_ROOT, timeout=600, lambda_intra="0.01", lambda_inter="0.01")
+    at = app_at(
+        "whatif",
+        a=a,
+        b=b,
+        n=16,
+        root=CIFAR_ROOT,
+        timeout=600,
+        whatif_lambda_intra="0.01",
+        whatif_lambda_inter="0.01",
+    )
     assert_app_ok(at)
-    assert at.number_input(key="whatif-lr").value == pytest.approx(0.015)  # a tenth of the cpu30 recipe's 0.15
+    assert at.number_input(key="whatif-lr").value == pytest.approx(
+        0.015
+    )  # a tenth of the cpu30 recipe's 0.15
     at.number_input(key="whatif-steps").set_value(1)
     at.number_input(key="whatif-heldout").set_value(16)
     at.button(key="whatif-start").click().run()

@@ -50,7 +50,7 @@ def cifar_app(app_at):
 
 
 def _upload(at, slot: str, name: str, data: bytes) -> None:
-    from app_pages.common import UPLOAD
+    from app_pages._sidebar import UPLOAD
 
     at.selectbox(key=f"model-{slot}").set_value(UPLOAD).run()
     at.file_uploader(key=f"upload-{slot}").upload(name, data).run()

@@ -1,4 +1,4 @@
-"""Tests of tffd_viz.plots_whatif on hand-made what-if rows and results (no training)."""
+"""Tests of tffd_viz.plots.whatif on hand-made what-if rows and results (no training)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tffd_viz.errors import TffdVizError
-from tffd_viz.plots_whatif import ARM_COLORS, curve_quantities, whatif_curves_figure, whatif_heldout_figure
+from tffd_viz.plots.whatif import ARM_COLORS, curve_quantities, whatif_curves_figure, whatif_heldout_figure
 from tffd_viz.whatif import ARM_LABELS, ARMS
 
 
@@ -15,27 +15,57 @@ def rows(steps: int = 4) -> list[dict]:
     out = []
     for step in range(1, steps + 1):
         for i, arm in enumerate(ARMS):
-            out.append({"arm": arm, "phase": "train", "step": step, "ce": 1.0 / step + i, "loss": 0.0,
-                        "tffd_total": 0.1 * step, "intra_layer1": 2.0 + i + step, "intra_layer2": 3.0,
-                        "inter_layer1->layer2": 0.5 * step, "batch_acc": 90.0})
+            out.append(
+                {
+                    "arm": arm,
+                    "phase": "train",
+                    "step": step,
+                    "ce": 1.0 / step + i,
+                    "loss": 0.0,
+                    "tffd_total": 0.1 * step,
+                    "intra_layer1": 2.0 + i + step,
+                    "intra_layer2": 3.0,
+                    "inter_layer1->layer2": 0.5 * step,
+                    "batch_acc": 90.0,
+                }
+            )
     return out
 
 
 def heldout(scale: float) -> dict:
     terms = {"layer1": 1.0 * scale, "layer2": 2.0 * scale}
-    return {"n": 10, "accuracy": 90.0 + scale, "intra": terms, "intra_std": {k: 0.1 for k in terms},
-            "inter": {"layer1->layer2": 3.0 * scale}, "inter_std": {"layer1->layer2": 0.2},
-            "intra_rel": {k: v / 10 for k, v in terms.items()}, "intra_rel_std": {k: 0.01 for k in terms},
-            "inter_rel": {"layer1->layer2": 0.3 * scale}, "inter_rel_std": {"layer1->layer2": None}}
+    return {
+        "n": 10,
+        "accuracy": 90.0 + scale,
+        "intra": terms,
+        "intra_std": {k: 0.1 for k in terms},
+        "inter": {"layer1->layer2": 3.0 * scale},
+        "inter_std": {"layer1->layer2": 0.2},
+        "intra_rel": {k: v / 10 for k, v in terms.items()},
+        "intra_rel_std": {k: 0.01 for k in terms},
+        "inter_rel": {"layer1->layer2": 0.3 * scale},
+        "inter_rel_std": {"layer1->layer2": None},
+    }
 
 
 def test_one_panel_per_quantity_and_one_line_per_arm():
     data = rows()
-    assert curve_quantities(data) == ["ce", "intra_layer1", "intra_layer2", "inter_layer1->layer2", "tffd_total"]
+    assert curve_quantities(data) == [
+        "ce",
+        "intra_layer1",
+        "intra_layer2",
+        "inter_layer1->layer2",
+        "tffd_total",
+    ]
     fig = whatif_curves_figure(data, total_steps=10)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["cross-entropy", "intra layer1", "intra layer2", "inter layer1->layer2",
-                      "λ-weighted Tf-FD total"]
+    assert titles == [
+        "cross-entropy",
+        "intra layer1",
+        "intra layer2",
+        "inter layer1->layer2",
+        "λ-weighted Tf-FD total",
+    ]
     assert len(fig.data) == 3 * 5
     by_panel = {}
     for t in fig.data:
@@ -67,8 +97,11 @@ def test_curves_without_rows_and_with_bad_rows():
 
 
 def test_heldout_bars_hold_the_values_and_their_spread():
-    result = {"step": 7, "start": heldout(1.0), "end": {"control": heldout(1.1), "tffd": heldout(0.5),
-                                                         "control2": heldout(1.05)}}
+    result = {
+        "step": 7,
+        "start": heldout(1.0),
+        "end": {"control": heldout(1.1), "tffd": heldout(0.5), "control2": heldout(1.05)},
+    }
     fig = whatif_heldout_figure(result)
     raw = {t.name: t for t in fig.data if t.xaxis == "x"}
     rel = {t.name: t for t in fig.data if t.xaxis == "x2"}
@@ -76,7 +109,9 @@ def test_heldout_bars_hold_the_values_and_their_spread():
     tffd = f"{ARM_LABELS['tffd']}, step 7"
     assert list(raw[tffd].x) == ["intra layer1", "intra layer2", "inter layer1->layer2"]
     assert list(raw[tffd].y) == [0.5, 1.0, 1.5] and list(raw[tffd].error_y.array) == [0.1, 0.1, 0.2]
-    assert list(rel["start"].y) == [0.1, 0.2, pytest.approx(0.3)] and list(rel["start"].error_y.array)[-1] == 0
+    assert (
+        list(rel["start"].y) == [0.1, 0.2, pytest.approx(0.3)] and list(rel["start"].error_y.array)[-1] == 0
+    )
     assert acc["tffd"].y[0] == 90.5 and acc["start"].y[0] == 91.0
     with pytest.raises(TffdVizError, match="start"):
         whatif_heldout_figure({"end": {}, "step": 1})

@@ -84,7 +84,6 @@ def test_heldout_comparison_carries_the_data_copy_caveat(inputs):
     assert intro.endswith(f"A and B: {DATA_COPY_CAVEAT}")
 
 
-
 def test_cli_takes_a_guess_per_model():
     import argparse
 

@@ -18,8 +18,6 @@ from tffd_viz.terms import (
     TermsReport,
     gradient_norm_share,
     stage_parameter_groups,
-    sweep_table,
-    sweep_value_columns,
     term_weights,
     tffd_terms_on_batch,
 )
@@ -137,14 +135,18 @@ def test_custom_taps(model, batch):
 
 def _report() -> TermsReport:
     return TermsReport(
-        taps=TAPS, ce=2.5, intra={"layer1": 0.3, "layer2": 1.7, "layer3": 4.0},
-        inter={"layer1->layer2": 0.2, "layer1->layer3": 0.9, "layer2->layer3": 2.2}, n=10, accuracy=50.0,
+        taps=TAPS,
+        ce=2.5,
+        intra={"layer1": 0.3, "layer2": 1.7, "layer3": 4.0},
+        inter={"layer1->layer2": 0.2, "layer1->layer3": 0.9, "layer2->layer3": 2.2},
+        n=10,
+        accuracy=50.0,
     )
 
 
 @pytest.mark.parametrize("lambdas", [(8e-4, 5e-4), (1.0, 0.0), (0.0, 3.0), (0.25, 2.0)])
 @pytest.mark.parametrize(
-    "stages,pairs,intra_keys,inter_keys",
+    ("stages", "pairs", "intra_keys", "inter_keys"),
     [
         (None, None, TAPS, PAIRS),
         (["layer3", 0], ["layer2->layer3"], ["layer3", "layer1"], ["layer2->layer3"]),
@@ -198,7 +200,8 @@ def test_rows_sum_to_weighted_total():
 
 def test_term_weights():
     assert term_weights(["a", "b", "c", "d"], 2.0, "mean", warm=0.5) == pytest.approx(
-        {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25})
+        {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}
+    )
     assert term_weights(["a", "b"], 3.0, "sum") == {"a": 3.0, "b": 3.0}
     assert term_weights([], 3.0, "mean") == {}
 
@@ -207,8 +210,13 @@ def test_term_weights():
 # gradient norms
 # --------------------------------------------------------------------------------------------------
 
-GROUP_PREFIXES = {"stem": ("conv1.", "bn1."), "layer1": ("layer1.",), "layer2": ("layer2.",),
-                  "layer3": ("layer3.",), "head": ("fc.",)}
+GROUP_PREFIXES = {
+    "stem": ("conv1.", "bn1."),
+    "layer1": ("layer1.",),
+    "layer2": ("layer2.",),
+    "layer3": ("layer3.",),
+    "head": ("fc.",),
+}
 
 
 def _restated_norms(model, x, y, li, le, warm):
@@ -227,8 +235,11 @@ def _restated_norms(model, x, y, li, le, warm):
         term.backward()
         row = []
         for prefixes in GROUP_PREFIXES.values():
-            sq = sum(float(p.grad.double().pow(2).sum()) for n, p in m.named_parameters()
-                     if n.startswith(prefixes) and p.grad is not None)
+            sq = sum(
+                float(p.grad.double().pow(2).sum())
+                for n, p in m.named_parameters()
+                if n.startswith(prefixes) and p.grad is not None
+            )
             row.append(math.sqrt(sq))
         rows.append(row)
     return np.array(rows)
@@ -262,10 +273,16 @@ def test_gradient_norms_equal_backward_restatement(model, batch):
     assert out["norms"].shape == (7, 5)
     np.testing.assert_allclose(out["norms"], expected, rtol=1e-5, atol=1e-12)
     rep = tffd_terms_on_batch(model, x, y)
-    wvals = [rep.ce] + [warm * li / 3 * rep.intra[t] for t in TAPS] + [warm * le / 3 * rep.inter[p] for p in PAIRS]
+    wvals = (
+        [rep.ce]
+        + [warm * li / 3 * rep.intra[t] for t in TAPS]
+        + [warm * le / 3 * rep.inter[p] for p in PAIRS]
+    )
     np.testing.assert_allclose(out["values"], wvals, rtol=1e-5)
-    sizes = {g: sum(p.numel() for n, p in model.named_parameters() if n.startswith(pre))
-             for g, pre in GROUP_PREFIXES.items()}
+    sizes = {
+        g: sum(p.numel() for n, p in model.named_parameters() if n.startswith(pre))
+        for g, pre in GROUP_PREFIXES.items()
+    }
     assert out["group_sizes"] == list(sizes.values())
 
 
@@ -330,34 +347,3 @@ def test_errors(model, batch):
         tffd_terms_on_batch(model, x, y, taps=["layer1", "layer9"])
     with pytest.raises(TffdVizError, match="reduction"):
         gradient_norm_share(model, x, y, 1.0, 1.0, reduction="median")
-
-
-def test_sweep_table_json_csv_and_value_columns(tmp_path):
-    import csv
-    import json
-
-    rows = [
-        {"method": "baseline", "layers": "all", "lambda_intra": 0.0, "lambda_inter": 0.0, "seed": 0,
-         "limit_train": None, "final_acc": 97.5, "ce": 0.1, "tffd_total": 0.0, "intra_layer1": 0.9,
-         "inter_layer1->layer2": 0.8},
-        {"method": "tffd", "layers": "all", "lambda_intra": 8e-4, "lambda_inter": 5e-4, "seed": 1,
-         "limit_train": None, "final_acc": 98.25, "ce": 0.2, "tffd_total": 0.001, "intra_layer1": 0.7,
-         "inter_layer1->layer2": 0.6},
-    ]
-    (tmp_path / "s.json").write_text(json.dumps(rows))
-    with (tmp_path / "c.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
-    assert sweep_table(tmp_path / "s") == rows
-    assert sweep_table(tmp_path / "s.json") == rows
-    from_csv = sweep_table(tmp_path / "c")
-    assert from_csv == rows
-    assert isinstance(from_csv[1]["seed"], int) and from_csv[1]["lambda_intra"] == 8e-4
-    assert sweep_value_columns(rows) == ["final_acc", "ce", "tffd_total", "intra_layer1", "inter_layer1->layer2"]
-    assert sweep_value_columns([{"final_acc": None, "intra_x": "n/a", "ce": 1}]) == ["ce"]
-    with pytest.raises(TffdVizError, match="tffd-viz sweep"):
-        sweep_table(tmp_path / "absent")
-    (tmp_path / "bad.json").write_text('{"not": "a list"}')
-    with pytest.raises(TffdVizError, match="not a list of row objects"):
-        sweep_table(tmp_path / "bad.json")

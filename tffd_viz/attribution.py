@@ -39,10 +39,10 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TffdVizError
-from tffd_viz.features import GRAD_PASS_PIXELS, batch_slices, eval_mode, pass_batch_size
+from tffd_viz.features import GRAD_PASS_PIXELS, batch_slices, eval_mode, model_device, pass_batch_size
 from tffd_viz.importance import Criterion, register_criterion
 from tffd_viz.models import resolve_taps
-from tffd_viz.models.taps import _first_tensor
+from tffd_viz.models.taps import first_tensor
 
 __all__ = [
     "ATTRIBUTION_MAPS",
@@ -77,7 +77,7 @@ class LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        out = _first_tensor(self.model(x))
+        out = first_tensor(self.model(x))
         if out is None:
             raise TffdVizError(f"{type(self.model).__name__} returned no tensor on input {tuple(x.shape)}")
         return out
@@ -99,18 +99,13 @@ def _analysis_mode(model: nn.Module) -> Iterator[None]:
                 p.grad = g
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _checked_images(model: nn.Module, images: Tensor) -> Tensor:
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise DataError(f"images must be a non-empty tensor of shape (N, C, H, W), got {shape}")
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return images.detach().to(device=_device(model), dtype=dtype)
+    return images.detach().to(device=model_device(model), dtype=dtype)
 
 
 def _targets(forward: nn.Module, images: Tensor, target: int | Tensor | None) -> Tensor:
@@ -127,7 +122,9 @@ def _targets(forward: nn.Module, images: Tensor, target: int | Tensor | None) ->
     if t.dim() == 0:
         t = t.expand(n)
     if t.shape != (n,):
-        raise DataError(f"target must be None, an int or a tensor of shape ({n},), got shape {tuple(t.shape)}")
+        raise DataError(
+            f"target must be None, an int or a tensor of shape ({n},), got shape {tuple(t.shape)}"
+        )
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
         raise DataError(f"target classes must lie in [0, {k - 1}], got {t.tolist()}")
     return t.clone()
@@ -140,7 +137,7 @@ def _with_first_replaced(output: object, new: Tensor) -> object:
     if isinstance(output, tuple | list):
         items = list(output)
         for i, item in enumerate(items):
-            if _first_tensor(item) is not None:
+            if first_tensor(item) is not None:
                 items[i] = _with_first_replaced(item, new)
                 return type(output)(items) if isinstance(output, list) else tuple(items)
     return output
@@ -160,7 +157,7 @@ def _layer_probe(model: nn.Module, layer: str) -> Iterator[nn.Module]:
     probe = nn.Identity()
 
     def hook(_m: nn.Module, _inputs: object, output: object) -> object:
-        first = _first_tensor(output)
+        first = first_tensor(output)
         if first is None:
             raise TffdVizError(f"layer {name!r} of {type(model).__name__} returned no tensor")
         return _with_first_replaced(output, probe(first))
@@ -194,13 +191,18 @@ def normalized_maps(maps: Tensor) -> Tensor:
     m = torch.nan_to_num(maps.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
     flat = m.flatten(1)
     lo = flat.min(dim=1).values.view(-1, 1, 1)
-    span = (flat.max(dim=1).values.view(-1, 1, 1) - lo)
+    span = flat.max(dim=1).values.view(-1, 1, 1) - lo
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (m - lo) / safe, torch.zeros_like(m)).clamp_(0.0, 1.0)
 
 
-def gradcam_raw(model: nn.Module, images: Tensor, target: int | Tensor | None = None,
-                layer: str = "layer3", relu: bool = True) -> Tensor:
+def gradcam_raw(
+    model: nn.Module,
+    images: Tensor,
+    target: int | Tensor | None = None,
+    layer: str = "layer3",
+    relu: bool = True,
+) -> Tensor:
     """Grad-CAM at the layer's resolution (captum ``LayerGradCam``).
 
     ``cam[n] = ReLU(sum_c mean_hw(d logit_target / d A)[n, c] * A[n, c])`` with ``A`` the layer output.
@@ -229,13 +231,16 @@ def gradcam_raw(model: nn.Module, images: Tensor, target: int | Tensor | None = 
         cam = LayerGradCam(forward, probe)
         attr = cam.attribute(x.clone().requires_grad_(True), target=t, relu_attributions=relu)
     if attr.dim() != 4:
-        raise TffdVizError(f"Grad-CAM needs a spatial layer output (N, C, h, w); {layer!r} gave attributions "
-                           f"of shape {tuple(attr.shape)}")
+        raise TffdVizError(
+            f"Grad-CAM needs a spatial layer output (N, C, h, w); {layer!r} gave attributions "
+            f"of shape {tuple(attr.shape)}"
+        )
     return attr.detach()[:, 0].float().cpu()
 
 
-def gradcam_maps(model: nn.Module, images: Tensor, target: int | Tensor | None = None,
-                 layer: str = "layer3") -> Tensor:
+def gradcam_maps(
+    model: nn.Module, images: Tensor, target: int | Tensor | None = None, layer: str = "layer3"
+) -> Tensor:
     """Grad-CAM maps upsampled (bilinear) to the input size and min-max normalised per image.
 
     Returns
@@ -272,17 +277,25 @@ def _baseline(x: Tensor, baseline: str | Tensor) -> Tensor:
             try:
                 b = b.expand_as(x).clone()
             except RuntimeError:
-                raise DataError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to images "
-                                f"{tuple(x.shape)}") from None
+                raise DataError(
+                    f"baseline of shape {tuple(baseline.shape)} does not broadcast to images {tuple(x.shape)}"
+                ) from None
         return b
     if baseline not in BASELINES:
-        raise TffdVizError(f"unknown baseline {baseline!r}; choose one of {sorted(BASELINES)} or pass a tensor")
+        raise TffdVizError(
+            f"unknown baseline {baseline!r}; choose one of {sorted(BASELINES)} or pass a tensor"
+        )
     return BASELINES[baseline](x)
 
 
-def integrated_gradients_raw(model: nn.Module, images: Tensor, target: int | Tensor | None = None,
-                             n_steps: int = 32, baseline: str | Tensor = "zeros",
-                             internal_batch_size: int | None = 256) -> Tensor:
+def integrated_gradients_raw(
+    model: nn.Module,
+    images: Tensor,
+    target: int | Tensor | None = None,
+    n_steps: int = 32,
+    baseline: str | Tensor = "zeros",
+    internal_batch_size: int | None = 256,
+) -> Tensor:
     """Integrated Gradients w.r.t. the input pixels (captum, Gauss-Legendre rule).
 
     Completeness: ``attr[n].sum() ~= f(x_n)[t_n] - f(baseline_n)[t_n]`` (up to the quadrature error).
@@ -313,13 +326,23 @@ def integrated_gradients_raw(model: nn.Module, images: Tensor, target: int | Ten
     with _analysis_mode(model):
         t = _targets(forward, x, target)
         ig = IntegratedGradients(forward)
-        attr = ig.attribute(x, baselines=base, target=t, n_steps=int(n_steps),
-                            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS))
+        attr = ig.attribute(
+            x,
+            baselines=base,
+            target=t,
+            n_steps=int(n_steps),
+            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS),
+        )
     return attr.detach().float().cpu()
 
 
-def integrated_gradients_maps(model: nn.Module, images: Tensor, target: int | Tensor | None = None,
-                              n_steps: int = 32, baseline: str | Tensor = "zeros") -> Tensor:
+def integrated_gradients_maps(
+    model: nn.Module,
+    images: Tensor,
+    target: int | Tensor | None = None,
+    n_steps: int = 32,
+    baseline: str | Tensor = "zeros",
+) -> Tensor:
     """Integrated-Gradients saliency: ``sum_c |attr|`` per pixel, min-max normalised per image.
 
     Returns
@@ -339,8 +362,14 @@ ATTRIBUTION_MAPS: dict[str, Callable[..., Tensor]] = {
 (``gradcam`` takes ``layer=``, ``integrated_gradients`` takes ``n_steps=`` and ``baseline=``)."""
 
 
-def selected_attribution_maps(model: nn.Module, images: Tensor, indices: Sequence[int], method: str = "gradcam",
-                              labels: Tensor | None = None, **kw: object) -> Tensor:
+def selected_attribution_maps(
+    model: nn.Module,
+    images: Tensor,
+    indices: Sequence[int],
+    method: str = "gradcam",
+    labels: Tensor | None = None,
+    **kw: object,
+) -> Tensor:
     """Attribution maps of the chosen rows of a batch (the app passes a whole cached batch and indices).
 
     Parameters
@@ -369,14 +398,17 @@ def selected_attribution_maps(model: nn.Module, images: Tensor, indices: Sequenc
     idx = [int(i) for i in indices]
     n = images.shape[0]
     if not idx or any(not 0 <= i < n for i in idx):
-        raise DataError(f"indices must be a non-empty list of rows in [0, {n}) of images {tuple(images.shape)}, "
-                        f"got {idx}")
+        raise DataError(
+            f"indices must be a non-empty list of rows in [0, {n}) of images {tuple(images.shape)}, got {idx}"
+        )
     rows = torch.tensor(idx, dtype=torch.long)
     target = None
     if labels is not None:
         if not isinstance(labels, Tensor) or labels.shape != (n,):
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise DataError(f"labels must have shape ({n},) to match images {tuple(images.shape)}, got {shape}")
+            raise DataError(
+                f"labels must have shape ({n},) to match images {tuple(images.shape)}, got {shape}"
+            )
         target = labels.detach().cpu().long()[rows]
     return ATTRIBUTION_MAPS[method](model, images[rows.to(images.device)], target=target, **kw)
 
@@ -394,8 +426,14 @@ def _channel_scores(attr: Tensor, tap: str) -> Tensor:
     return per_image.mean(dim=0).abs().detach().float().cpu()
 
 
-def layer_conductance_scores(model: nn.Module, images: Tensor, labels: Tensor | None, tap: str,
-                             n_steps: int = 16, internal_batch_size: int | None = 256) -> Tensor:
+def layer_conductance_scores(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor | None,
+    tap: str,
+    n_steps: int = 16,
+    internal_batch_size: int | None = 256,
+) -> Tensor:
     """Channel importance by captum ``LayerConductance`` on the tap module.
 
     Conductance of each activation towards the label's logit (zero input baseline, ``n_steps + 1``
@@ -426,14 +464,20 @@ def layer_conductance_scores(model: nn.Module, images: Tensor, labels: Tensor | 
     with _analysis_mode(model), _layer_probe(model, tap) as probe:
         t = _targets(forward, x, labels)
         lc = LayerConductance(forward, probe)
-        attr = lc.attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=int(n_steps),
-                            method="riemann_trapezoid",
-                            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS))
+        attr = lc.attribute(
+            x,
+            baselines=torch.zeros_like(x),
+            target=t,
+            n_steps=int(n_steps),
+            method="riemann_trapezoid",
+            internal_batch_size=pass_batch_size(x, internal_batch_size, GRAD_PASS_PIXELS),
+        )
     return _channel_scores(attr, tap)
 
 
-def layer_grad_x_activation_scores(model: nn.Module, images: Tensor, labels: Tensor | None,
-                                   tap: str) -> Tensor:
+def layer_grad_x_activation_scores(
+    model: nn.Module, images: Tensor, labels: Tensor | None, tap: str
+) -> Tensor:
     """Channel importance by captum ``LayerGradientXActivation`` on the tap module.
 
     ``A * d logit_label / d A`` for the tap output ``A`` (N, C, H, W), summed over ``(H, W)``,
@@ -454,19 +498,25 @@ def layer_grad_x_activation_scores(model: nn.Module, images: Tensor, labels: Ten
     return _channel_scores(attr, tap)
 
 
-register_criterion(Criterion(
-    name="layer_conductance",
-    label="Layer conductance (captum)",
-    needs="model",
-    fn=layer_conductance_scores,
-    description="captum LayerConductance of each channel towards the true label's logit, summed over "
-                "H, W, averaged over the images, absolute value.",
-), replace=True)
-register_criterion(Criterion(
-    name="layer_grad_x_activation",
-    label="Gradient x activation (captum)",
-    needs="model",
-    fn=layer_grad_x_activation_scores,
-    description="captum LayerGradientXActivation (activation times the gradient of the true label's "
-                "logit) summed over H, W, averaged over the images, absolute value.",
-), replace=True)
+register_criterion(
+    Criterion(
+        name="layer_conductance",
+        label="Layer conductance (captum)",
+        needs="model",
+        fn=layer_conductance_scores,
+        description="captum LayerConductance of each channel towards the true label's logit, summed over "
+        "H, W, averaged over the images, absolute value.",
+    ),
+    replace=True,
+)
+register_criterion(
+    Criterion(
+        name="layer_grad_x_activation",
+        label="Gradient x activation (captum)",
+        needs="model",
+        fn=layer_grad_x_activation_scores,
+        description="captum LayerGradientXActivation (activation times the gradient of the true label's "
+        "logit) summed over H, W, averaged over the images, absolute value.",
+    ),
+    replace=True,
+)

@@ -58,26 +58,47 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
     """Options shared by ``train`` and ``sweep``; every default is None (= the recipe's value)."""
     from tffd_viz.train import METHODS, PRECISIONS, RECIPES, SCHEDULES
 
-    p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="hyper-parameter recipe (default: paper for train, imagenet for torchvision's resnet18/34/50 "
-                        "and mobilenet_v2, digits for sweep); explicit options "
-                        "override its values")
-    p.add_argument("--arch", default=None, help="zoo model name, e.g. resnet8, resnet20, wrn_16_2, vgg8, resnet18 "
-                   "(torchvision, 224 px)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(RECIPES),
+        help="hyper-parameter recipe (default: paper for train, imagenet for torchvision's resnet18/34/50 "
+        "and mobilenet_v2, digits for sweep); explicit options "
+        "override its values",
+    )
+    p.add_argument(
+        "--arch",
+        default=None,
+        help="zoo model name, e.g. resnet8, resnet20, wrn_16_2, vgg8, resnet18 (torchvision, 224 px)",
+    )
     p.add_argument("--dataset", default=None, help="digits, cifar10, cifar100 or imagefolder")
-    p.add_argument("--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)")
+    p.add_argument(
+        "--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)"
+    )
     if not for_sweep:
         p.add_argument("--method", default=None, choices=list(METHODS), help="default: tffd")
         p.add_argument("--lambda-intra", type=float, default=None)
         p.add_argument("--lambda-inter", type=float, default=None)
-        p.add_argument("--stages", default=None,
-                       help="taps taking the intra term: names or indices, comma list ('all', 'none')")
-        p.add_argument("--pairs", default=None, help="inter-term pairs shallow-deep, e.g. '0-1,0-2,1-2' ('all', 'none')")
-        p.add_argument("--teacher", default=None,
-                       help="tffd_kd (Tf-FD+): teacher checkpoint for the logit KD term (any loadable format)")
-        p.add_argument("--lambda-kd", type=float, default=None, help="tffd_kd: weight of the logit KD term (1)")
+        p.add_argument(
+            "--stages",
+            default=None,
+            help="taps taking the intra term: names or indices, comma list ('all', 'none')",
+        )
+        p.add_argument(
+            "--pairs", default=None, help="inter-term pairs shallow-deep, e.g. '0-1,0-2,1-2' ('all', 'none')"
+        )
+        p.add_argument(
+            "--teacher",
+            default=None,
+            help="tffd_kd (Tf-FD+): teacher checkpoint for the logit KD term (any loadable format)",
+        )
+        p.add_argument(
+            "--lambda-kd", type=float, default=None, help="tffd_kd: weight of the logit KD term (1)"
+        )
         p.add_argument("--kd-temperature", type=float, default=None, help="tffd_kd: KD temperature T (4)")
-    p.add_argument("--warmup", type=float, default=None, help="Tf-FD warm-up epochs (weight min(1, epoch/warmup))")
+    p.add_argument(
+        "--warmup", type=float, default=None, help="Tf-FD warm-up epochs (weight min(1, epoch/warmup))"
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="per process under torchrun")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
@@ -90,25 +111,47 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
     p.add_argument("--momentum", type=float, default=None)
     p.add_argument("--nesterov", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--crop-padding", type=int, default=None, help="random crop padding in pixels (0 = none)")
-    p.add_argument("--padding-mode", default=None, choices=["zeros", "reflect"],
-                   help="how the random crop pads (paper: reflect, as the reference's Pad(4, 'reflect'))")
-    p.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction, help="random horizontal flip")
-    p.add_argument("--augment", default=None, choices=["pad_crop_flip", "random_resized_crop"],
-                   help="crop: pad + random crop (CIFAR recipes) or RandomResizedCrop (imagenet recipe)")
+    p.add_argument(
+        "--padding-mode",
+        default=None,
+        choices=["zeros", "reflect"],
+        help="how the random crop pads (paper: reflect, as the reference's Pad(4, 'reflect'))",
+    )
+    p.add_argument(
+        "--flip", default=None, action=argparse.BooleanOptionalAction, help="random horizontal flip"
+    )
+    p.add_argument(
+        "--augment",
+        default=None,
+        choices=["pad_crop_flip", "random_resized_crop"],
+        help="crop: pad + random crop (CIFAR recipes) or RandomResizedCrop (imagenet recipe)",
+    )
     if not for_sweep:
         p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
-    p.add_argument("--precision", default=None, choices=sorted(PRECISIONS),
-                   help="bf16 = torch.autocast(bfloat16) forward; weights stay fp32")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=sorted(PRECISIONS),
+        help="bf16 = torch.autocast(bfloat16) forward; weights stay fp32",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this process")
     p.add_argument("--probe-size", type=int, default=None, help="images of the saliency probe batch (256)")
     p.add_argument("--quiet", action="store_true", default=None)
-    p.add_argument("--sync-saliency", action="store_true", default=None,
-                   help="under torchrun: average the channel saliency over ranks before sorting channels")
+    p.add_argument(
+        "--sync-saliency",
+        action="store_true",
+        default=None,
+        help="under torchrun: average the channel saliency over ranks before sorting channels",
+    )
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="stop (resumable) after the epoch past which another one would end after this many seconds")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop (resumable) after the epoch past which another one would end after this many seconds",
+    )
 
 
 def default_recipe(arch: str | None) -> str:
@@ -141,11 +184,19 @@ def config_overrides(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``tffd-viz train``."""
     _add_common_train_arguments(p)
-    p.add_argument("--out", default=None,
-                   help="output path x.safetensors (+ x.json, x.resume.pt); default "
-                        "runs/<dataset>_<arch>_<method>_s<seed>.safetensors")
-    p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from <out>.resume.pt (if present) or from the given resume file")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output path x.safetensors (+ x.json, x.resume.pt); default "
+        "runs/<dataset>_<arch>_<method>_s<seed>.safetensors",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue from <out>.resume.pt (if present) or from the given resume file",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -158,8 +209,10 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.out = f"runs/{cfg.dataset}_{cfg.arch}_{cfg.method}_s{cfg.seed}.safetensors"
     _, card = train(cfg)
     if _is_rank0() and not cfg.quiet and card.get("completed"):
-        print(f"final_acc={card['final_acc']:.2f} best_acc={card['best_acc']:.2f} "
-              f"train_seconds={card['train_seconds']:.1f} out={cfg.out}")
+        print(
+            f"final_acc={card['final_acc']:.2f} best_acc={card['best_acc']:.2f} "
+            f"train_seconds={card['train_seconds']:.1f} out={cfg.out}"
+        )
     return 0
 
 
@@ -176,13 +229,28 @@ def _is_rank0() -> bool:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``tffd-viz sweep``."""
+    from tffd_viz.recipes import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
     from tffd_viz.train import LAYER_PRESETS
 
     _add_common_train_arguments(p, for_sweep=True)
-    p.add_argument("--lambda-intra", type=_float_list, default=[0.0, 8e-4], help="comma list, e.g. 0,8e-4,1e-2")
-    p.add_argument("--lambda-inter", type=_float_list, default=[0.0, 5e-4], help="comma list, e.g. 0,5e-4,1e-2")
-    p.add_argument("--layers", type=_str_list, default=["all"],
-                   help=f"comma list of layer presets: {', '.join(LAYER_PRESETS)}")
+    p.add_argument(
+        "--lambda-intra",
+        type=_float_list,
+        default=[0.0, PAPER_LAMBDA_INTRA],
+        help="comma list, e.g. 0,8e-4,1e-2",
+    )
+    p.add_argument(
+        "--lambda-inter",
+        type=_float_list,
+        default=[0.0, PAPER_LAMBDA_INTER],
+        help="comma list, e.g. 0,5e-4,1e-2",
+    )
+    p.add_argument(
+        "--layers",
+        type=_str_list,
+        default=["all"],
+        help=f"comma list of layer presets: {', '.join(LAYER_PRESETS)}",
+    )
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2")
     p.add_argument("--out", default="runs/sweep", help="table path prefix: writes <out>.csv and <out>.json")
 
@@ -193,23 +261,48 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     overrides = config_overrides(args, skip=("out", "lambda_intra", "lambda_inter", "seed"))
     base = config_from_recipe(args.recipe or "digits", **overrides)
-    grid = {"lambda_intra": args.lambda_intra, "lambda_inter": args.lambda_inter, "layers": args.layers,
-            "seeds": args.seeds}
+    grid = {
+        "lambda_intra": args.lambda_intra,
+        "lambda_inter": args.lambda_inter,
+        "layers": args.layers,
+        "seeds": args.seeds,
+    }
     rows = run_sweep(base, grid, args.out)
     print(f"{len(rows)} rows in {args.out}.csv / {args.out}.json")
     return 0
 
 
 #: Sub-command name -> (add_arguments, run).
-CHECKPOINT_COLUMNS = ("file", "arch", "dataset", "method", "lambda_intra", "lambda_inter", "recipe", "epochs", "seed",
-                      "final_acc", "best_acc", "mean_intra", "mean_inter", "train_seconds", "heldout_acc",
-                      "heldout_intra", "heldout_intra_rel", "heldout_inter", "heldout_inter_rel")
+CHECKPOINT_COLUMNS = (
+    "file",
+    "arch",
+    "dataset",
+    "method",
+    "lambda_intra",
+    "lambda_inter",
+    "recipe",
+    "epochs",
+    "seed",
+    "final_acc",
+    "best_acc",
+    "mean_intra",
+    "mean_inter",
+    "train_seconds",
+    "heldout_acc",
+    "heldout_intra",
+    "heldout_intra_rel",
+    "heldout_inter",
+    "heldout_inter_rel",
+)
 
 
 def add_checkpoints_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", default="checkpoints", help="folder of .safetensors checkpoints")
-    parser.add_argument("--heldout", action="store_true",
-                        help="instead: one row per stage/pair of each card's held-out terms (mean ± sd over batches)")
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help="instead: one row per stage/pair of each card's held-out terms (mean ± sd over batches)",
+    )
 
 
 def run_checkpoints(args: argparse.Namespace) -> int:
@@ -226,9 +319,15 @@ def run_checkpoints(args: argparse.Namespace) -> int:
 
 
 def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", help="tffd-viz .safetensors checkpoints whose cards get heldout_terms")
-    parser.add_argument("--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)")
-    parser.add_argument("--batch-size", type=int, default=500, help="images per batch (each ranks its own channels)")
+    parser.add_argument(
+        "paths", nargs="+", help="tffd-viz .safetensors checkpoints whose cards get heldout_terms"
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="images per batch (each ranks its own channels)"
+    )
 
 
 def run_heldout(args: argparse.Namespace) -> int:
@@ -237,8 +336,10 @@ def run_heldout(args: argparse.Namespace) -> int:
 
     for path in args.paths:
         terms = write_heldout_terms(path, args.data_root, args.batch_size)
-        intra = " ".join(f"{k}={v:.4g}±{terms['intra_std'][k] or 0:.2g} (rel {terms['intra_rel'][k]:.3g})"
-                         for k, v in terms["intra"].items())
+        intra = " ".join(
+            f"{k}={v:.4g}±{terms['intra_std'][k] or 0:.2g} (rel {terms['intra_rel'][k]:.3g})"
+            for k, v in terms["intra"].items()
+        )
         print(f"{path}: {terms['split']} n={terms['n']} acc={terms['accuracy']:.2f} intra[{intra}]")
     return 0
 

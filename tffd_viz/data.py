@@ -27,8 +27,9 @@ import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -75,10 +76,14 @@ class ImageDataset(Dataset):
         Normalisation applied by :meth:`normalized` and ``__getitem__``.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+    ):
         if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise DataError(f"images (N, C, H, W) and labels (N,) must match, got {tuple(images.shape)} "
-                            f"and {tuple(labels.shape)}")
+            raise DataError(
+                f"images (N, C, H, W) and labels (N,) must match, got {tuple(images.shape)} "
+                f"and {tuple(labels.shape)}"
+            )
         self.images = images
         self.labels = labels.long()
         self.mean = tuple(float(m) for m in mean)
@@ -135,6 +140,7 @@ class DatasetBundle:
 # digits
 # --------------------------------------------------------------------------------------------------
 
+
 def _load_digits(root: str | None = None, download: bool = False) -> DatasetBundle:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -143,20 +149,28 @@ def _load_digits(root: str | None = None, download: bool = False) -> DatasetBund
     x = torch.tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8)
     x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False).clamp_(0, 1)
     y = torch.tensor(bunch.target, dtype=torch.int64)
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=bunch.target, random_state=0)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=0.2, stratify=bunch.target, random_state=0
+    )
     idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
     mean = (float(x[idx_train].mean()),)
     std = (float(x[idx_train].std()),)
     return DatasetBundle(
-        name="digits", train=ImageDataset(x[idx_train], y[idx_train], mean, std),
-        test=ImageDataset(x[idx_test], y[idx_test], mean, std), classes=[str(c) for c in range(10)],
-        mean=mean, std=std, in_chans=1, source="sklearn.datasets.load_digits",
+        name="digits",
+        train=ImageDataset(x[idx_train], y[idx_train], mean, std),
+        test=ImageDataset(x[idx_test], y[idx_test], mean, std),
+        classes=[str(c) for c in range(10)],
+        mean=mean,
+        std=std,
+        in_chans=1,
+        source="sklearn.datasets.load_digits",
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # image decoding (folders, zips, packed npz)
 # --------------------------------------------------------------------------------------------------
+
 
 def _decode_image(data: bytes, where: str, size: int = IMAGE_SIZE, mode: str = "RGB") -> np.ndarray:
     """Decode one image file's bytes to ``uint8 (C, size, size)``; converts mode, resizes."""
@@ -166,15 +180,16 @@ def _decode_image(data: bytes, where: str, size: int = IMAGE_SIZE, mode: str = "
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert("RGBA").convert(mode) if img.mode in ("P", "PA", "LA") else img.convert(mode)
             if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot decode image {where}: {exc}") from exc
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def images_from_files(items: Sequence[tuple[str, Callable[[], bytes]]], size: int = IMAGE_SIZE,
-                      mode: str = "RGB") -> tuple[np.ndarray, list[str]]:
+def images_from_files(
+    items: Sequence[tuple[str, Callable[[], bytes]]], size: int = IMAGE_SIZE, mode: str = "RGB"
+) -> tuple[np.ndarray, list[str]]:
     """Decode image files, skipping (with one warning) those that do not decode.
 
     Parameters
@@ -206,16 +221,20 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _tree_entries_dir(split_dir: Path) -> tuple[list[str], list[tuple[str, int, Callable[[], bytes]]]]:
+#: One image file of a class tree: ``(where, class index, read the bytes)``.
+_Entry: TypeAlias = tuple[str, int, Callable[[], bytes]]
+
+
+def _tree_entries_dir(split_dir: Path) -> tuple[list[str], list[_Entry]]:
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    entries = []
+    entries: list[_Entry] = []
     for ci, cname in enumerate(classes):
         files = sorted(f for f in (split_dir / cname).rglob("*") if f.is_file() and _is_image_name(f.name))
         entries += [(str(f), ci, f.read_bytes) for f in files]
     return classes, entries
 
 
-def _tree_entries_zip(zf: zipfile.ZipFile, split: str) -> tuple[list[str], list[tuple[str, int, Callable[[], bytes]]]]:
+def _tree_entries_zip(zf: zipfile.ZipFile, split: str) -> tuple[list[str], list[_Entry]]:
     by_class: dict[str, list[str]] = {}
     for name in zf.namelist():
         parts = name.strip("/").split("/")
@@ -225,19 +244,21 @@ def _tree_entries_zip(zf: zipfile.ZipFile, split: str) -> tuple[list[str], list[
             if len(parts) == k + 3 and _is_image_name(parts[-1]):
                 by_class.setdefault(parts[k + 1], []).append(name)
     classes = sorted(by_class)
-    entries = []
+    entries: list[_Entry] = []
     for ci, cname in enumerate(classes):
-        entries += [(f"{zf.filename}:{n}", ci, (lambda n=n: zf.read(n))) for n in sorted(by_class[cname])]
+        entries += [(f"{zf.filename}:{n}", ci, partial(zf.read, n)) for n in sorted(by_class[cname])]
     return classes, entries
 
 
-def _split_from_entries(entries: list[tuple[str, int, Callable[[], bytes]]], where: str,
-                        mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_from_entries(entries: list[_Entry], where: str, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     images, skipped = images_from_files([(n, r) for n, _, r in entries], mode=mode)
     labels = np.array([c for n, c, _ in entries if n not in set(skipped)], dtype=np.int64)
     if skipped:
-        warnings.warn(f"{len(skipped)} file(s) under {where} are not readable images and were skipped, e.g. "
-                      f"{skipped[:3]}", stacklevel=3)
+        warnings.warn(
+            f"{len(skipped)} file(s) under {where} are not readable images and were skipped, e.g. "
+            f"{skipped[:3]}",
+            stacklevel=3,
+        )
     if len(images) == 0:
         raise DataError(f"no readable images under {where}")
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -255,8 +276,12 @@ def _cached_arrays(source: Path, build: Callable[[], dict[str, np.ndarray]]) -> 
     st = source.stat()
     stamp = f"{st.st_size}|{st.st_mtime_ns}"
     if source.is_dir():  # a folder's own stat does not change when files in its subfolders do
-        stamp += "".join(f"|{f.relative_to(source)}:{fs.st_size}:{fs.st_mtime_ns}"
-                         for f in sorted(source.rglob("*")) if f.is_file() for fs in [f.stat()])
+        stamp += "".join(
+            f"|{f.relative_to(source)}:{fs.st_size}:{fs.st_mtime_ns}"
+            for f in sorted(source.rglob("*"))
+            if f.is_file()
+            for fs in [f.stat()]
+        )
     key = hashlib.sha256(f"{source.resolve()}|{stamp}|v1".encode()).hexdigest()[:16]
     path = _cache_dir() / f"{source.name}-{key}.npz"
     if path.is_file():
@@ -269,7 +294,7 @@ def _cached_arrays(source: Path, build: Callable[[], dict[str, np.ndarray]]) -> 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs time
@@ -293,13 +318,16 @@ def _image_tree_arrays(source: Path, mode: str) -> dict[str, np.ndarray]:
                 if not classes:
                     raise DataError(f"no class folders under {source}/{split}")
                 if classes_seen is not None and classes != classes_seen:
-                    raise DataError(f"train and test class folders differ under {source}: "
-                                    f"{sorted(set(classes) ^ set(classes_seen))[:5]}")
+                    raise DataError(
+                        f"train and test class folders differ under {source}: "
+                        f"{sorted(set(classes) ^ set(classes_seen))[:5]}"
+                    )
                 classes_seen = classes
                 empty = [c for i, c in enumerate(classes) if not any(e[1] == i for e in entries)]
                 if empty:
-                    warnings.warn(f"class folder(s) {empty[:5]} under {source}/{split} hold no images",
-                                  stacklevel=4)
+                    warnings.warn(
+                        f"class folder(s) {empty[:5]} under {source}/{split} hold no images", stacklevel=4
+                    )
                 x, y = _split_from_entries(entries, f"{source}/{split}", mode)
                 out[f"{split}_images"], out[f"{split}_labels"] = x.numpy(), y.numpy()
             out["classes"] = np.array(classes_seen)
@@ -325,8 +353,10 @@ def _packed_npz_arrays(source: Path) -> dict[str, np.ndarray]:
         with z:
             for split in ("train", "test"):
                 jpeg, off = z[f"{split}_jpeg"], z[f"{split}_offsets"]
-                items = [(f"{source}:{split}[{i}]", (lambda a=off[i], b=off[i + 1], j=jpeg: j[a:b].tobytes()))
-                         for i in range(len(off) - 1)]
+                items = [
+                    (f"{source}:{split}[{i}]", (lambda a=off[i], b=off[i + 1], j=jpeg: j[a:b].tobytes()))
+                    for i in range(len(off) - 1)
+                ]
                 images, skipped = images_from_files(items)
                 if skipped:
                     raise DataError(f"{len(skipped)} image(s) in {source} do not decode, e.g. {skipped[:3]}")
@@ -382,9 +412,10 @@ def _locate_cifar(name: str, root: Path) -> tuple[str, Path]:
         if path.is_file():
             return ("npz" if fname.endswith(".npz") else "tree"), path
     raise DataError(
-        f"{name} not found under data root {root}; looked for: " + ", ".join(str(t) for t in tried)
+        f"{name} not found under data root {root}; looked for: "
+        + ", ".join(str(t) for t in tried)
         + f". Download it with load_dataset({name!r}, root=..., download=True) (torchvision), or point "
-          "root / $TFFD_DATA at a folder holding one of these."
+        "root / $TFFD_DATA at a folder holding one of these."
     )
 
 
@@ -411,8 +442,13 @@ _SOURCE_READERS: dict[str, Callable[[Path, str], dict[str, np.ndarray]]] = {
 }
 
 
-def _bundle_from_arrays(name: str, arrays: dict[str, np.ndarray], mean: Sequence[float] | None,
-                        std: Sequence[float] | None, source: str) -> DatasetBundle:
+def _bundle_from_arrays(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    source: str,
+) -> DatasetBundle:
     train_x = torch.from_numpy(np.ascontiguousarray(arrays["train_images"]))
     test_x = torch.from_numpy(np.ascontiguousarray(arrays["test_images"]))
     if mean is None or std is None:
@@ -421,19 +457,31 @@ def _bundle_from_arrays(name: str, arrays: dict[str, np.ndarray], mean: Sequence
         std = tuple(f.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
     train = ImageDataset(train_x, torch.from_numpy(arrays["train_labels"]), mean, std)
     test = ImageDataset(test_x, torch.from_numpy(arrays["test_labels"]), mean, std)
-    return DatasetBundle(name=name, train=train, test=test, classes=[str(c) for c in arrays["classes"]],
-                         mean=tuple(mean), std=tuple(std), in_chans=int(train_x.shape[1]), source=source)
+    return DatasetBundle(
+        name=name,
+        train=train,
+        test=test,
+        classes=[str(c) for c in arrays["classes"]],
+        mean=tuple(mean),
+        std=tuple(std),
+        in_chans=int(train_x.shape[1]),
+        source=source,
+    )
 
 
 def _load_imagefolder(root: str | None = None, download: bool = False) -> DatasetBundle:
     if root is None:
-        raise DataError("the imagefolder dataset needs root=<folder or zip with train/<class>/* and test/<class>/*>")
+        raise DataError(
+            "the imagefolder dataset needs root=<folder or zip with train/<class>/* and test/<class>/*>"
+        )
     path = Path(root)
     if not path.exists():
         raise DataError(f"image folder {path} does not exist")
     if path.is_dir() and not ((path / "train").is_dir() and (path / "test").is_dir()):
-        raise DataError(f"image folder {path} must hold train/<class>/* and test/<class>/* subfolders; "
-                        f"found {sorted(p.name for p in path.iterdir())[:10]}")
+        raise DataError(
+            f"image folder {path} must hold train/<class>/* and test/<class>/* subfolders; "
+            f"found {sorted(p.name for p in path.iterdir())[:10]}"
+        )
     arrays = _image_tree_arrays(path, "RGB")
     return _bundle_from_arrays("imagefolder", arrays, None, None, f"tree:{path}")
 
@@ -452,9 +500,17 @@ def _load_lazy_imagefolder(root: str | None, image_size: int) -> DatasetBundle:
     if root is None:
         raise DataError("the imagefolder dataset needs root=<folder with train/<class>/* and test/<class>/*>")
     parts = lazy_imagefolder(root, image_size)
-    return DatasetBundle(name="imagefolder", train=parts["train"], test=parts["test"], classes=parts["classes"],
-                         mean=parts["mean"], std=parts["std"], in_chans=3, source=parts["source"],
-                         extra=parts["extra"])
+    return DatasetBundle(
+        name="imagefolder",
+        train=parts["train"],
+        test=parts["test"],
+        classes=parts["classes"],
+        mean=parts["mean"],
+        std=parts["std"],
+        in_chans=3,
+        source=parts["source"],
+        extra=parts["extra"],
+    )
 
 
 #: Datasets that load at other image sizes than 32: name -> loader(root, image_size), decoded lazily.
@@ -464,13 +520,16 @@ SIZED_DATASETS: dict[str, Callable[[str | None, int], DatasetBundle]] = {
 
 
 @lru_cache(maxsize=6)
-def _load_cached(name: str, root: str | None, download: bool, data_env: str | None = None,
-                 image_size: int | None = None) -> DatasetBundle:
+def _load_cached(
+    name: str, root: str | None, download: bool, data_env: str | None = None, image_size: int | None = None
+) -> DatasetBundle:
     # data_env ($TFFD_DATA) only keys the cache: root=None resolves through it at load time
     if image_size not in (None, IMAGE_SIZE):
         if name not in SIZED_DATASETS:
-            raise DataError(f"dataset {name!r} loads at {IMAGE_SIZE}x{IMAGE_SIZE} only, not at image_size="
-                            f"{image_size}; datasets at other sizes: {sorted(SIZED_DATASETS)}")
+            raise DataError(
+                f"dataset {name!r} loads at {IMAGE_SIZE}x{IMAGE_SIZE} only, not at image_size="
+                f"{image_size}; datasets at other sizes: {sorted(SIZED_DATASETS)}"
+            )
         return SIZED_DATASETS[name](root, image_size)
     return DATASETS[name](root, download)
 
@@ -485,8 +544,9 @@ def card_image_size(card: dict, name: str) -> int | None:
     return None
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
-                 image_size: int | None = None) -> DatasetBundle:
+def load_dataset(
+    name: str, root: str | os.PathLike | None = None, download: bool = False, image_size: int | None = None
+) -> DatasetBundle:
     """Return the train/test splits, class names and normalisation of a dataset.
 
     Parameters
@@ -513,9 +573,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    return _load_cached(name, None if root is None else str(root), bool(download),
-                        os.environ.get("TFFD_DATA") if root is None else None,
-                        None if image_size in (None, IMAGE_SIZE) else image_size)
+    return _load_cached(
+        name,
+        None if root is None else str(root),
+        bool(download),
+        os.environ.get("TFFD_DATA") if root is None else None,
+        None if image_size in (None, IMAGE_SIZE) else image_size,
+    )
 
 
 def sample_indices(size: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -526,9 +590,15 @@ def sample_indices(size: int, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randperm(size, generator=gen)[:n]
 
 
-def sample_batch(name: str, split: str = "test", n: int = 256, seed: int = 0,
-                 root: str | os.PathLike | None = None,
-                 return_indices: bool = False, image_size: int | None = None) -> tuple[torch.Tensor, ...]:
+def sample_batch(
+    name: str,
+    split: str = "test",
+    n: int = 256,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    return_indices: bool = False,
+    image_size: int | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Return a deterministic, normalised sample batch of a dataset split.
 
     Parameters

@@ -77,16 +77,24 @@ def resolved_device(
     try:
         dev = torch.device(spec.strip() if isinstance(spec, str) else spec)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise error(f"unknown device {str(spec)!r}: {exc}; use one of {', '.join(DEVICE_CHOICES)} "
-                    "(or cuda:N)") from None
+        raise error(
+            f"unknown device {str(spec)!r}: {exc}; use one of {', '.join(DEVICE_CHOICES)} (or cuda:N)"
+        ) from None
     if dev.type not in _AVAILABLE:
-        raise error(f"device {str(spec)!r} is not supported; use one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+        raise error(
+            f"device {str(spec)!r} is not supported; use one of {', '.join(DEVICE_CHOICES)} (or cuda:N)"
+        )
     if not device_available(dev.type):
         if unavailable == "raise":
-            raise error(f"device {str(spec)!r} was asked for but {dev.type.upper()} is not available here "
-                        f"(torch.{dev.type}.is_available() is False)")
-        return ResolvedDevice(torch.device("cpu"), f"device {str(spec)!r} was requested but {dev.type.upper()} "
-                              "is not available; running on the CPU instead")
+            raise error(
+                f"device {str(spec)!r} was asked for but {dev.type.upper()} is not available here "
+                f"(torch.{dev.type}.is_available() is False)"
+            )
+        return ResolvedDevice(
+            torch.device("cpu"),
+            f"device {str(spec)!r} was requested but {dev.type.upper()} "
+            "is not available; running on the CPU instead",
+        )
     if dev.type == "cuda":
         if dev.index is None:
             dev = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,22 +96,29 @@ def saliency_matrix(history: History, tap: str) -> np.ndarray:
         saliency = entry.get("saliency")
         if not isinstance(saliency, Mapping) or tap not in saliency or saliency[tap] is None:
             have = sorted(saliency) if isinstance(saliency, Mapping) else []
-            raise TffdVizError(f"no saliency recorded for tap {tap!r} at epoch {epoch}; recorded taps: {have}")
+            raise TffdVizError(
+                f"no saliency recorded for tap {tap!r} at epoch {epoch}; recorded taps: {have}"
+            )
         values = saliency[tap]
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
             raise TffdVizError(f"saliency of tap {tap!r} at epoch {epoch} is not a list of numbers") from None
         if row.ndim != 1 or row.size == 0:
-            raise TffdVizError(f"saliency of tap {tap!r} at epoch {epoch} must be a non-empty list of C floats, "
-                               f"got shape {row.shape}")
+            raise TffdVizError(
+                f"saliency of tap {tap!r} at epoch {epoch} must be a non-empty list of C floats, "
+                f"got shape {row.shape}"
+            )
         if rows and row.size != rows[0].size:
-            raise TffdVizError(f"channel count of tap {tap!r} changes from {rows[0].size} at epoch {labels[0]} to "
-                               f"{row.size} at epoch {epoch}")
+            raise TffdVizError(
+                f"channel count of tap {tap!r} changes from {rows[0].size} at epoch {labels[0]} to "
+                f"{row.size} at epoch {epoch}"
+            )
         bad = np.flatnonzero(~np.isfinite(row))
         if bad.size:
-            raise TffdVizError(f"saliency of tap {tap!r} at epoch {epoch} is not finite at channels "
-                               f"{bad[:10].tolist()}")
+            raise TffdVizError(
+                f"saliency of tap {tap!r} at epoch {epoch} is not finite at channels {bad[:10].tolist()}"
+            )
         rows.append(row)
     return np.stack(rows)
 
@@ -138,12 +146,15 @@ def rank_matrix(history: History, tap: str) -> np.ndarray:
 def _check_ranks(ranks: np.ndarray | Sequence[int] | torch.Tensor, c: int, what: str) -> np.ndarray:
     arr = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks)
     if arr.shape != (c,) or not np.array_equal(np.sort(arr), np.arange(c)):
-        raise TffdVizError(f"{what} must be a permutation of 0..{c - 1} (shape ({c},)), got {arr.tolist()[:12]}")
+        raise TffdVizError(
+            f"{what} must be a permutation of 0..{c - 1} (shape ({c},)), got {arr.tolist()[:12]}"
+        )
     return arr.astype(np.int64)
 
 
-def boundary_crossings(ranks_prev: np.ndarray | Sequence[int], ranks_next: np.ndarray | Sequence[int],
-                       C: int) -> int:
+def boundary_crossings(
+    ranks_prev: np.ndarray | Sequence[int], ranks_next: np.ndarray | Sequence[int], C: int
+) -> int:
     """Return the number of channels whose membership in the salient half changed.
 
     A channel is in the salient half when its rank is ``< C // 2``. Every channel that leaves the
@@ -190,15 +201,17 @@ def rank_change_stats(history: History, tap: str) -> list[dict]:
     out = []
     for t in range(1, ranks.shape[0]):
         prev, cur = ranks[t - 1], ranks[t]
-        out.append({
-            "epoch": labels[t],
-            "prev_epoch": labels[t - 1],
-            "spearman": float(stats.spearmanr(prev, cur)[0]),
-            "kendall": float(stats.kendalltau(prev, cur)[0]),
-            "crossings": boundary_crossings(prev, cur, c),
-            "entered": np.flatnonzero((cur < k) & (prev >= k)).tolist(),
-            "left": np.flatnonzero((prev < k) & (cur >= k)).tolist(),
-        })
+        out.append(
+            {
+                "epoch": labels[t],
+                "prev_epoch": labels[t - 1],
+                "spearman": float(stats.spearmanr(prev, cur)[0]),
+                "kendall": float(stats.kendalltau(prev, cur)[0]),
+                "crossings": boundary_crossings(prev, cur, c),
+                "entered": np.flatnonzero((cur < k) & (prev >= k)).tolist(),
+                "left": np.flatnonzero((prev < k) & (cur >= k)).tolist(),
+            }
+        )
     return out
 
 
@@ -244,17 +257,17 @@ def split_stable_epoch(history: History, tap: str, tolerance: int = 0) -> int | 
     e, c = ranks.shape
     if e < 2:
         return None
-    salient = ranks < c // 2
-    if np.count_nonzero(salient[-1] & ~salient[-2]) > tolerance:
+    if salient_set_changes(history, tap)[-1] > tolerance:
         return None
+    salient = ranks < c // 2
     for s in range(e):
-        swapped = np.count_nonzero(salient[s + 1:] & ~salient[s], axis=1)
+        swapped = np.count_nonzero(salient[s + 1 :] & ~salient[s], axis=1)
         if swapped.size == 0 or int(swapped.max()) <= tolerance:
             return labels[s]
     return None  # unreachable: s = e - 1 always qualifies
 
 
-def _value(x: object) -> float:
+def _value(x: Any) -> float:  # a JSON value of the history, checked here
     if x is None:
         return math.nan
     try:
@@ -300,7 +313,9 @@ def term_curves(
     curves["ce"] = np.array([_value(entry.get("ce")) for entry in history])
     for family, keys in (("intra", intra_keys), ("inter", inter_keys)):
         for key in keys:
-            curves[f"{family}/{key}"] = np.array([_value((entry.get(family) or {}).get(key)) for entry in history])
+            curves[f"{family}/{key}"] = np.array(
+                [_value((entry.get(family) or {}).get(key)) for entry in history]
+            )
     for family, keys in (("intra", intra_keys), ("inter", inter_keys)):
         if keys:
             stacked = np.stack([curves[f"{family}/{k}"] for k in keys])
@@ -310,8 +325,16 @@ def term_curves(
         for i, epoch in enumerate(labels):
             intra = {k: torch.tensor(curves[f"intra/{k}"][i], dtype=torch.float64) for k in intra_keys}
             inter = {k: torch.tensor(curves[f"inter/{k}"][i], dtype=torch.float64) for k in inter_keys}
-            total = float(weighted_total(intra, inter, lambda_intra, lambda_inter, reduction,
-                                         reference=torch.zeros((), dtype=torch.float64)))
+            total = float(
+                weighted_total(
+                    intra,
+                    inter,
+                    lambda_intra,
+                    lambda_inter,
+                    reduction,
+                    reference=torch.zeros((), dtype=torch.float64),
+                )
+            )
             if warmup is not None:
                 total *= warmup_weight(_value(epoch), warmup)
             totals.append(total)

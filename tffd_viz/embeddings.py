@@ -33,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tffd_viz.errors import DataError, TffdVizError
 from tffd_viz.features import extract_features
+from tffd_viz.types import ArrayLike
 
 __all__ = [
     "EMBEDDINGS",
@@ -54,8 +55,6 @@ MIN_TSNE_SAMPLES: int = 5
 
 TSNE_PCA_DIMS: int = 50
 """Features wider than this are reduced by PCA to this many dimensions before t-SNE."""
-
-ArrayLike = torch.Tensor | np.ndarray
 
 
 def _as_numpy(x: ArrayLike, what: str) -> np.ndarray:
@@ -93,7 +92,9 @@ def pooled_embedding(features: ArrayLike) -> np.ndarray:
 def _matrix(x: ArrayLike) -> np.ndarray:
     arr = pooled_embedding(x)
     if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise TffdVizError(f"need at least 2 samples of at least 1 dimension, got features of shape {arr.shape}")
+        raise TffdVizError(
+            f"need at least 2 samples of at least 1 dimension, got features of shape {arr.shape}"
+        )
     return arr
 
 
@@ -119,15 +120,19 @@ def pca_embedding(x: ArrayLike, n_components: int = 2, seed: int = 0) -> tuple[n
     arr = _matrix(x)
     k = int(n_components)
     if not 1 <= k <= min(arr.shape):
-        raise TffdVizError(f"n_components must be in [1, min(N, D)] = [1, {min(arr.shape)}] for features of "
-                           f"shape {arr.shape}, got {n_components}")
+        raise TffdVizError(
+            f"n_components must be in [1, min(N, D)] = [1, {min(arr.shape)}] for features of "
+            f"shape {arr.shape}, got {n_components}"
+        )
     pca = PCA(n_components=k, svd_solver="full", random_state=seed)
     coords = pca.fit_transform(arr)
     ratio = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)
     return coords, ratio
 
 
-def tsne_embedding(x: ArrayLike, perplexity: float = 30.0, seed: int = 0, n_components: int = 2) -> np.ndarray:
+def tsne_embedding(
+    x: ArrayLike, perplexity: float = 30.0, seed: int = 0, n_components: int = 2
+) -> np.ndarray:
     """t-SNE coordinates of the (pooled) features, deterministic for a given seed.
 
     Features wider than :data:`TSNE_PCA_DIMS` are first reduced by PCA to
@@ -154,14 +159,17 @@ def tsne_embedding(x: ArrayLike, perplexity: float = 30.0, seed: int = 0, n_comp
     arr = pooled_embedding(x)
     n = arr.shape[0]
     if n < MIN_TSNE_SAMPLES:
-        raise TffdVizError(f"t-SNE needs at least {MIN_TSNE_SAMPLES} samples, got features of shape {arr.shape}")
+        raise TffdVizError(
+            f"t-SNE needs at least {MIN_TSNE_SAMPLES} samples, got features of shape {arr.shape}"
+        )
     if perplexity <= 0:
         raise TffdVizError(f"perplexity must be > 0, got {perplexity}")
     if arr.shape[1] > TSNE_PCA_DIMS:
         arr = PCA(n_components=min(TSNE_PCA_DIMS, n), svd_solver="full", random_state=seed).fit_transform(arr)
     perp = float(min(perplexity, (n - 1) / 3.0))
-    tsne = TSNE(n_components=int(n_components), perplexity=perp, init="pca", learning_rate="auto",
-                random_state=seed)
+    tsne = TSNE(
+        n_components=int(n_components), perplexity=perp, init="pca", learning_rate="auto", random_state=seed
+    )
     return tsne.fit_transform(arr).astype(np.float64)
 
 
@@ -203,8 +211,14 @@ def _split(x: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> tuple[l
         return train_test_split(x, y, test_size=test_size, random_state=seed), False
 
 
-def linear_probe_accuracy(features: ArrayLike, labels: ArrayLike, test_size: float = 0.3, seed: int = 0,
-                          C: float = 1.0, max_iter: int = 1000) -> dict[str, Any]:
+def linear_probe_accuracy(
+    features: ArrayLike,
+    labels: ArrayLike,
+    test_size: float = 0.3,
+    seed: int = 0,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
     """Accuracy of a logistic-regression probe on standardised pooled features.
 
     Parameters
@@ -244,7 +258,9 @@ def linear_probe_accuracy(features: ArrayLike, labels: ArrayLike, test_size: flo
         raise TffdVizError(f"a linear probe needs at least 2 classes, got only {np.unique(y).tolist()}")
     (x_tr, x_te, y_tr, y_te), stratified = _split(x, y, test_size, seed)
     if np.unique(y_tr).size < 2:
-        raise TffdVizError(f"the training split of {len(y_tr)} samples holds a single class; use more samples")
+        raise TffdVizError(
+            f"the training split of {len(y_tr)} samples holds a single class; use more samples"
+        )
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -266,7 +282,9 @@ def linear_probe_accuracy(features: ArrayLike, labels: ArrayLike, test_size: flo
     }
 
 
-def probe_table(features_by_tap: Mapping[str, ArrayLike], labels: ArrayLike, **kw: Any) -> list[dict[str, Any]]:
+def probe_table(
+    features_by_tap: Mapping[str, ArrayLike], labels: ArrayLike, **kw: Any
+) -> list[dict[str, Any]]:
     """:func:`linear_probe_accuracy` for every tap, in the mapping's order.
 
     Parameters
@@ -293,10 +311,15 @@ def probe_table(features_by_tap: Mapping[str, ArrayLike], labels: ArrayLike, **k
 
 def _pca_with_axes(x: ArrayLike, seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
     coords, ratio = pca_embedding(x, n_components=2, seed=seed)
-    return coords, (f"PC 1 ({100 * ratio[0]:.1f} % of variance)", f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+    return coords, (
+        f"PC 1 ({100 * ratio[0]:.1f} % of variance)",
+        f"PC 2 ({100 * ratio[1]:.1f} % of variance)",
+    )
 
 
-def _tsne_with_axes(x: ArrayLike, seed: int = 0, perplexity: float = 30.0) -> tuple[np.ndarray, tuple[str, str]]:
+def _tsne_with_axes(
+    x: ArrayLike, seed: int = 0, perplexity: float = 30.0
+) -> tuple[np.ndarray, tuple[str, str]]:
     return tsne_embedding(x, perplexity=perplexity, seed=seed), ("t-SNE 1", "t-SNE 2")
 
 
@@ -308,9 +331,16 @@ LABELLED_EMBEDDINGS: dict[str, Callable[..., tuple[np.ndarray, tuple[str, str]]]
 axes name their share of the variance, t-SNE takes ``perplexity=``."""
 
 
-def layer_embedding(model: torch.nn.Module, images: torch.Tensor, layer: str, method: str = "pca",
-                    max_samples: int | None = None, batch_size: int = 256, seed: int = 0,
-                    **kw: Any) -> tuple[np.ndarray, tuple[str, str]]:
+def layer_embedding(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    method: str = "pca",
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    **kw: Any,
+) -> tuple[np.ndarray, tuple[str, str]]:
     """2-D embedding of one layer's globally average-pooled features (one point per image).
 
     Parameters
@@ -336,7 +366,9 @@ def layer_embedding(model: torch.nn.Module, images: torch.Tensor, layer: str, me
     axis_names : (str, str)
     """
     if method not in LABELLED_EMBEDDINGS:
-        raise TffdVizError(f"unknown embedding method {method!r}; choose one of {sorted(LABELLED_EMBEDDINGS)}")
+        raise TffdVizError(
+            f"unknown embedding method {method!r}; choose one of {sorted(LABELLED_EMBEDDINGS)}"
+        )
     if max_samples is not None:
         if int(max_samples) < 2:
             raise TffdVizError(f"max_samples must be at least 2, got {max_samples}")
@@ -345,9 +377,14 @@ def layer_embedding(model: torch.nn.Module, images: torch.Tensor, layer: str, me
     return LABELLED_EMBEDDINGS[method](feats, seed=seed, **kw)
 
 
-def layer_probe_table(model: torch.nn.Module, images: torch.Tensor, labels: ArrayLike,
-                      taps: list[str] | tuple[str, ...] | None = None, batch_size: int = 256,
-                      **kw: Any) -> list[dict[str, Any]]:
+def layer_probe_table(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: ArrayLike,
+    taps: list[str] | tuple[str, ...] | None = None,
+    batch_size: int = 256,
+    **kw: Any,
+) -> list[dict[str, Any]]:
     """:func:`probe_table` of a model's globally average-pooled taps over ``images``.
 
     Parameters

@@ -96,10 +96,10 @@ def _pool_fn(pool: str | None) -> Pool:
 
 def model_device(model: nn.Module) -> torch.device:
     """Return the device of the model's first parameter (else first buffer, else the CPU)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -163,7 +163,9 @@ def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.de
     if device is None:
         return own
     wanted = _canonical(device)
-    has_state = next(iter(model.parameters()), None) is not None or next(iter(model.buffers()), None) is not None
+    has_state = (
+        next(iter(model.parameters()), None) is not None or next(iter(model.buffers()), None) is not None
+    )
     if has_state and wanted != _canonical(own):
         raise TffdVizError(
             f"device={str(device)!r} but the model's parameters are on {own}; move the model first "
@@ -267,7 +269,11 @@ def iter_tap_batches(
 
 
 def _tap_batches(
-    model: nn.Module, images: Tensor, names: list[str], slices: list[slice], run_on: torch.device,
+    model: nn.Module,
+    images: Tensor,
+    names: list[str],
+    slices: list[slice],
+    run_on: torch.device,
     dtype: torch.dtype,
 ) -> Iterator[tuple[slice, OrderedDict[str, Tensor]]]:
     with eval_mode(model):
@@ -497,4 +503,9 @@ def prediction_summary(
     acc = accuracy(logits, labels)
     pred = logits.argmax(dim=1)
     k = int(logits.shape[1]) if num_classes is None else num_classes
-    return {"pred": pred, "accuracy": acc, "confusion": confusion_matrix(pred, labels, k), "n": int(pred.shape[0])}
+    return {
+        "pred": pred,
+        "accuracy": acc,
+        "confusion": confusion_matrix(pred, labels, k),
+        "n": int(pred.shape[0]),
+    }

@@ -32,16 +32,37 @@ from torch import Tensor, nn
 from tffd_viz.data import ImageDataset
 from tffd_viz.errors import CheckpointError, TffdVizError
 from tffd_viz.features import batch_slices, eval_mode, model_device
-from tffd_viz.losses import StageKey, _first_channels, _pooled_to, tffd_terms
+from tffd_viz.fused_losses import first_channels, pooled_to
+from tffd_viz.losses import tffd_terms
 from tffd_viz.models import default_taps, extract_taps
+from tffd_viz.types import StageKey
 
-__all__ = ["HELDOUT_KEYS", "card_normalised_split", "heldout_terms", "scale_free_terms", "stage_energy",
-           "write_heldout_terms"]
+__all__ = [
+    "HELDOUT_KEYS",
+    "card_normalised_split",
+    "heldout_terms",
+    "scale_free_terms",
+    "stage_energy",
+    "write_heldout_terms",
+]
 
 #: Keys of a card's ``heldout_terms`` entry.
 HELDOUT_KEYS: tuple[str, ...] = (
-    "split", "n", "batch_size", "batches", "intra", "inter", "intra_std", "inter_std", "intra_rel", "inter_rel",
-    "intra_rel_std", "inter_rel_std", "energy", "energy_std", "accuracy",
+    "split",
+    "n",
+    "batch_size",
+    "batches",
+    "intra",
+    "inter",
+    "intra_std",
+    "inter_std",
+    "intra_rel",
+    "inter_rel",
+    "intra_rel_std",
+    "inter_rel_std",
+    "energy",
+    "energy_std",
+    "accuracy",
 )
 
 
@@ -64,11 +85,14 @@ def _deep_side(shallow: Tensor, deep: Tensor) -> Tensor:
     """The deep map as the inter term reads it: pooled to the pair's common size, first ``min(C_s, C_d)``
     channels (the geometry of :func:`tffd_viz.losses.inter_fd`, through its own pooling helpers)."""
     size = (min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3]))
-    return _first_channels(_pooled_to(deep, size), min(shallow.shape[1], deep.shape[1]))
+    return first_channels(pooled_to(deep, size), min(shallow.shape[1], deep.shape[1]))
 
 
-def scale_free_terms(features: Mapping[str, Tensor], stages: Sequence[StageKey] | None = None,
-                     pairs: Sequence[tuple[StageKey, StageKey]] | None = None) -> dict[str, dict[str, float]]:
+def scale_free_terms(
+    features: Mapping[str, Tensor],
+    stages: Sequence[StageKey] | None = None,
+    pairs: Sequence[tuple[StageKey, StageKey]] | None = None,
+) -> dict[str, dict[str, float]]:
     """The Tf-FD terms of one batch, raw and divided by the energy of the maps they compare.
 
     Parameters
@@ -99,7 +123,8 @@ def scale_free_terms(features: Mapping[str, Tensor], stages: Sequence[StageKey] 
     intra_f = {k: float(v) for k, v in intra.items()}
     inter_f = {k: float(v) for k, v in inter.items()}
     return {
-        "intra": intra_f, "inter": inter_f,
+        "intra": intra_f,
+        "inter": inter_f,
         "intra_rel": {k: ratio(v, energy[k]) for k, v in intra_f.items()},
         "inter_rel": {k: ratio(v, inter_energy[k]) for k, v in inter_f.items()},
         "energy": energy,
@@ -119,9 +144,17 @@ def _mean_std(values: list[float], weights: list[int]) -> tuple[float | None, fl
     return mean, math.sqrt(sum((v - plain) ** 2 for v, _ in finite) / (len(finite) - 1))
 
 
-def heldout_terms(model: nn.Module, dataset: ImageDataset, *, split: str = "test", batch_size: int = 500,
-                  min_batches: int = 4, taps: Sequence[str] | None = None, digits: int = 5,
-                  device: torch.device | str | None = None) -> dict[str, Any]:
+def heldout_terms(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    split: str = "test",
+    batch_size: int = 500,
+    min_batches: int = 4,
+    taps: Sequence[str] | None = None,
+    digits: int = 5,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
     """Tf-FD terms of ``model`` over a whole held-out split, in eval mode, with their spread over batches.
 
     Parameters
@@ -158,11 +191,15 @@ def heldout_terms(model: nn.Module, dataset: ImageDataset, *, split: str = "test
     """
     n = len(dataset)
     if n < 2 or batch_size < 2:
-        raise TffdVizError(f"heldout_terms needs a split of at least 2 images and batch_size >= 2, got "
-                           f"{n} images ({split}) and batch_size {batch_size}")
+        raise TffdVizError(
+            f"heldout_terms needs a split of at least 2 images and batch_size >= 2, got "
+            f"{n} images ({split}) and batch_size {batch_size}"
+        )
     size = max(2, min(batch_size, math.ceil(n / max(1, min_batches))))
     slices = batch_slices(n, size)
-    if len(slices) > 1 and slices[-1].stop - slices[-1].start < 2:  # a 1-image batch has no channel statistics
+    if (
+        len(slices) > 1 and slices[-1].stop - slices[-1].start < 2
+    ):  # a 1-image batch has no channel statistics
         slices = [*slices[:-2], slice(slices[-2].start, n)]
     device = torch.device(device) if device is not None else model_device(model)
     names = list(taps) if taps is not None else list(default_taps(model))
@@ -203,8 +240,9 @@ def card_normalised_split(dataset: ImageDataset, card: Mapping[str, Any]) -> Ima
     return ImageDataset(dataset.images, dataset.labels, mean, std)
 
 
-def write_heldout_terms(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None,
-                        batch_size: int = 500) -> dict[str, Any]:
+def write_heldout_terms(
+    path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None, batch_size: int = 500
+) -> dict[str, Any]:
     """Recompute a checkpoint's ``heldout_terms`` on its dataset's test split and rewrite its card.
 
     Both the ``.json`` beside the file and the card inside the ``.safetensors`` metadata (which the loader reads
@@ -233,11 +271,15 @@ def write_heldout_terms(path: str | os.PathLike[str], data_root: str | os.PathLi
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{str(path)!r}: heldout terms are written into tffd-viz .safetensors checkpoints")
+        raise CheckpointError(
+            f"{str(path)!r}: heldout terms are written into tffd-viz .safetensors checkpoints"
+        )
     model, card = load_checkpoint(path)
     if not card.get("dataset"):
         raise CheckpointError(f"the card of {str(path)!r} names no dataset; cannot pick the held-out split")
-    image_size = card_image_size(card, card["dataset"])  # 224: the lazily decoded image folder (ImageNet's mean/std)
+    image_size = card_image_size(
+        card, card["dataset"]
+    )  # 224: the lazily decoded image folder (ImageNet's mean/std)
     split = load_dataset(card["dataset"], data_root, image_size=image_size).test
     test = split if image_size else card_normalised_split(split, card)
     terms = heldout_terms(model, test, batch_size=batch_size, taps=card.get("taps") or None)
@@ -246,5 +288,7 @@ def write_heldout_terms(path: str | os.PathLike[str], data_root: str | os.PathLi
     save_checkpoint(model, card, path)
     after, _ = load_checkpoint(path)
     if any(not torch.equal(weights_before[k], v) for k, v in after.state_dict().items()):
-        raise CheckpointError(f"rewriting {str(path)!r} changed its weights")  # pragma: no cover - a safety net
+        raise CheckpointError(
+            f"rewriting {str(path)!r} changed its weights"
+        )  # pragma: no cover - a safety net
     return terms

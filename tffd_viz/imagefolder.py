@@ -35,8 +35,16 @@ from tffd_viz.errors import DataError
 from tffd_viz.models.imagenet import IMAGENET_MEAN, IMAGENET_RESIZE, IMAGENET_STD
 
 __all__ = [
-    "EVAL_SPLITS", "MAX_DECODE", "RRC_ATTEMPTS", "RRC_RATIO", "RRC_SCALE", "LazyImageSplit", "eval_transform",
-    "lazy_imagefolder", "random_resized_crop_box", "resize_side",
+    "EVAL_SPLITS",
+    "MAX_DECODE",
+    "RRC_ATTEMPTS",
+    "RRC_RATIO",
+    "RRC_SCALE",
+    "LazyImageSplit",
+    "eval_transform",
+    "lazy_imagefolder",
+    "random_resized_crop_box",
+    "resize_side",
 ]
 
 #: Folder names accepted for the evaluation split, tried in order.
@@ -52,13 +60,18 @@ _EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
 
 def resize_side(size: int) -> int:
     """Shorter side the evaluation transform resizes to: ``round(size * 256 / 224)`` (256 for 224)."""
-    return int(round(size * IMAGENET_RESIZE / 224))
+    return round(size * IMAGENET_RESIZE / 224)
 
 
 def eval_transform(size: int) -> dict[str, Any]:
     """The evaluation transform at ``size`` as a card entry: resize, crop, interpolation, mean and std."""
-    return {"resize": resize_side(size), "crop": int(size), "interpolation": "bilinear",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return {
+        "resize": resize_side(size),
+        "crop": int(size),
+        "interpolation": "bilinear",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
 
 
 def random_resized_crop_box(width: int, height: int, u: torch.Tensor) -> tuple[int, int, int, int]:
@@ -82,15 +95,20 @@ def random_resized_crop_box(width: int, height: int, u: torch.Tensor) -> tuple[i
     for s, r, ti, tj in u.tolist():
         target = area * (RRC_SCALE[0] + s * (RRC_SCALE[1] - RRC_SCALE[0]))
         aspect = math.exp(lo + r * (hi - lo))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return min(int(ti * (height - h + 1)), height - h), min(int(tj * (width - w + 1)), width - w), h, w
+            return (
+                min(int(ti * (height - h + 1)), height - h),
+                min(int(tj * (width - w + 1)), width - w),
+                h,
+                w,
+            )
     ratio = width / height
     if ratio < RRC_RATIO[0]:
-        w, h = width, int(round(width / RRC_RATIO[0]))
+        w, h = width, round(width / RRC_RATIO[0])
     elif ratio > RRC_RATIO[1]:
-        h, w = height, int(round(height * RRC_RATIO[1]))
+        h, w = height, round(height * RRC_RATIO[1])
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -127,10 +145,10 @@ def _decode_eval(path: str, size: int) -> np.ndarray:
     new_short, new_long = side, int(side * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     if new_w < size or new_h < size:  # torchvision's CenterCrop pads; a resize to >= size never needs it
         raise DataError(f"image {path} is {w}x{h}, too small to crop {size}x{size} after resizing")
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
     return _to_uint8(img.crop((left, top, left + size, top + size)))
 
 
@@ -140,9 +158,9 @@ def _decode_rrc(path: str, size: int, u: torch.Tensor, flip: bool) -> np.ndarray
 
     img = _open_rgb(path)
     top, left, h, w = random_resized_crop_box(img.size[0], img.size[1], u)
-    img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
+    img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BILINEAR)
     if flip:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return _to_uint8(img)
 
 
@@ -151,16 +169,22 @@ def _listed(split_dir: Path, classes: Sequence[str]) -> tuple[list[str], np.ndar
     present = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     unknown = sorted(set(present) - set(classes))
     if unknown:
-        raise DataError(f"{split_dir} has class folder(s) {unknown[:5]} that the train split lacks "
-                        f"({len(classes)} classes: {list(classes)[:5]} ...)")
+        raise DataError(
+            f"{split_dir} has class folder(s) {unknown[:5]} that the train split lacks "
+            f"({len(classes)} classes: {list(classes)[:5]} ...)"
+        )
     paths: list[str] = []
     labels: list[int] = []
     for ci, cname in enumerate(classes):
         folder = split_dir / cname
         if not folder.is_dir():
             continue
-        found = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-                       if f.lower().endswith(_EXTENSIONS))
+        found = sorted(
+            os.path.join(d, f)
+            for d, _, files in os.walk(folder)
+            for f in files
+            if f.lower().endswith(_EXTENSIONS)
+        )
         paths += found
         labels += [ci] * len(found)
     if not paths:
@@ -230,8 +254,10 @@ class LazyImageSplit(Dataset):
         if bad:
             raise DataError(f"indices {bad[:5]} are out of range for the {n} images under {self.folder}")
         if len(positions) > MAX_DECODE:
-            raise DataError(f"asked to decode {len(positions)} images of {self.folder} at once; at most {MAX_DECODE} "
-                            "(pass an index or slice)")
+            raise DataError(
+                f"asked to decode {len(positions)} images of {self.folder} at once; at most {MAX_DECODE} "
+                "(pass an index or slice)"
+            )
         return positions
 
     def _decoded(self, jobs: list[tuple[Any, ...]], fn: Any) -> torch.Tensor:
@@ -249,8 +275,9 @@ class LazyImageSplit(Dataset):
         """Return float32 ``(n, 3, S, S)`` images in [0, 1] at ``index`` (evaluation transform)."""
         return self.uint8(index).float().div_(255.0)
 
-    def random_resized_crops01(self, index: torch.Tensor | Sequence[int], uniforms: torch.Tensor,
-                               flips: torch.Tensor | None) -> torch.Tensor:
+    def random_resized_crops01(
+        self, index: torch.Tensor | Sequence[int], uniforms: torch.Tensor, flips: torch.Tensor | None
+    ) -> torch.Tensor:
         """Return float32 ``(n, 3, S, S)`` training crops in [0, 1].
 
         Parameters
@@ -262,7 +289,9 @@ class LazyImageSplit(Dataset):
         """
         positions = self._positions(index)
         if tuple(uniforms.shape) != (len(positions), RRC_ATTEMPTS, 4):
-            raise DataError(f"uniforms must be ({len(positions)}, {RRC_ATTEMPTS}, 4), got {tuple(uniforms.shape)}")
+            raise DataError(
+                f"uniforms must be ({len(positions)}, {RRC_ATTEMPTS}, 4), got {tuple(uniforms.shape)}"
+            )
         paths = self.paths
         flip = [False] * len(positions) if flips is None else [bool(f) for f in flips.tolist()]
         jobs = [(paths[i], self.image_size, uniforms[k], flip[k]) for k, i in enumerate(positions)]
@@ -291,12 +320,18 @@ class _Folders:
 
 def _folders(root: Path) -> _Folders:
     if not root.is_dir():
-        what = "is a file (zipped trees load at 32 pixels only; unpack it)" if root.exists() else "does not exist"
+        what = (
+            "is a file (zipped trees load at 32 pixels only; unpack it)"
+            if root.exists()
+            else "does not exist"
+        )
         raise DataError(f"image folder {root} {what}")
     evaluation = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), None)
     if not (root / "train").is_dir() or evaluation is None:
-        raise DataError(f"image folder {root} must hold train/<class>/* and test/<class>/* (or val/<class>/*) "
-                        f"subfolders; found {sorted(p.name for p in root.iterdir())[:10]}")
+        raise DataError(
+            f"image folder {root} must hold train/<class>/* and test/<class>/* (or val/<class>/*) "
+            f"subfolders; found {sorted(p.name for p in root.iterdir())[:10]}"
+        )
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"no class folders under {root / 'train'}")
@@ -314,13 +349,21 @@ def lazy_imagefolder(root: str | os.PathLike[str], image_size: int) -> dict[str,
         ``transform`` of :func:`eval_transform`).
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or not 33 <= image_size <= 1024:
-        raise DataError(f"image_size must be a whole number of pixels in [33, 1024] for the lazy image folder, "
-                        f"got {image_size!r}")
+        raise DataError(
+            f"image_size must be a whole number of pixels in [33, 1024] for the lazy image folder, "
+            f"got {image_size!r}"
+        )
     folders = _folders(Path(root))
     return {
         "train": LazyImageSplit(folders.train, folders.classes, image_size),
         "test": LazyImageSplit(folders.test, folders.classes, image_size),
-        "classes": folders.classes, "mean": tuple(IMAGENET_MEAN), "std": tuple(IMAGENET_STD),
+        "classes": folders.classes,
+        "mean": tuple(IMAGENET_MEAN),
+        "std": tuple(IMAGENET_STD),
         "source": f"lazy:{root}",
-        "extra": {"image_size": image_size, "eval_split": folders.test.name, "transform": eval_transform(image_size)},
+        "extra": {
+            "image_size": image_size,
+            "eval_split": folders.test.name,
+            "transform": eval_transform(image_size),
+        },
     }

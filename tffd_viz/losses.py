@@ -14,13 +14,14 @@ to the cross-entropy loss of an ordinary training run:
 
 The reference training objective is::
 
-    loss = CE + warmup_weight(epoch, 20) * (lambda_inter * mean(inter terms)
-                                            + lambda_intra * mean(intra terms))
+    loss = CE + warmup_weight(epoch, PAPER_WARMUP) * (lambda_inter * mean(inter terms)
+                                                      + lambda_intra * mean(intra terms))
 
-with the published ``lambda_intra = 8e-4`` and ``lambda_inter = 5e-4``
-(:data:`PAPER_LAMBDA_INTRA`, :data:`PAPER_LAMBDA_INTER`, :data:`PAPER_WARMUP`).
+with the published weights :data:`PAPER_LAMBDA_INTRA` and :data:`PAPER_LAMBDA_INTER`
+(re-exported from :mod:`tffd_viz.recipes`, where the paper's numbers are written).
 :class:`TfFD` computes the bracket (no CE, no warm-up); :func:`warmup_weight`
-gives the ramp.
+gives the ramp. The fused forward/backward kernels behind the terms live in
+:mod:`tffd_viz.fused_losses`; this module holds the API and the formulas.
 
 Notes on the circulating "core code" snippet
 --------------------------------------------
@@ -40,14 +41,22 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from tffd_viz.errors import TapError, TffdVizError
+from tffd_viz.fused_losses import (
+    Pyramid,
+    at_least_float32,
+    inter_mse,
+    map_sums_and_norms,
+    paired_mse,
+    saliency_from,
+)
+from tffd_viz.recipes import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA, PAPER_WARMUP
+from tffd_viz.types import StageKey
 
 __all__ = [
     "PAPER_LAMBDA_INTER",
@@ -60,23 +69,12 @@ __all__ = [
     "inter_fd",
     "intra_fd",
     "logit_kd",
+    "reduction_fn",
     "salient_order",
     "tffd_terms",
     "warmup_weight",
     "weighted_total",
 ]
-
-PAPER_LAMBDA_INTRA: float = 8e-4
-"""Published weight of the intra-layer term."""
-
-PAPER_LAMBDA_INTER: float = 5e-4
-"""Published weight of the inter-layer term."""
-
-PAPER_WARMUP: int = 20
-"""Published number of warm-up epochs over which the Tf-FD weight ramps from 0 to 1."""
-
-StageKey = int | str
-"""A stage given by 0-based position or by tap name."""
 
 Features = Sequence[Tensor] | Mapping[str, Tensor]
 """Ordered stage features: a list/tuple (names ``"0"``, ``"1"``, ...) or a tap name -> tensor mapping."""
@@ -84,9 +82,6 @@ Features = Sequence[Tensor] | Mapping[str, Tensor]
 SaliencyFn = Callable[[Tensor], Tensor]
 """Maps a feature (N, C, H, W) to per-channel saliency (C,) used for ordering channels."""
 
-
-
-_NORMALIZE_EPS = 1e-12  # F.normalize's default eps
 
 def _stack_mean(terms: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
@@ -120,22 +115,13 @@ def _check_4d(f: object, what: str) -> Tensor:
     return f
 
 
-def _is_channels_last(f: Tensor) -> bool:
-    """Whether ``f (N, C, H, W)`` is stored channels_last (and not also plain contiguous, e.g. H = W = 1)."""
-    return f.permute(0, 2, 3, 1).is_contiguous() and not f.is_contiguous()
-
-
-def _at_least_float32(t: Tensor) -> Tensor:
-    """``t`` widened to float32 when it is half precision (sums and logged values), else ``t`` itself."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def _check_batches(shallow: Tensor, deep: Tensor, what: str) -> None:
     if shallow.shape[0] != deep.shape[0]:
         raise TapError(f"{what} has mismatched batch sizes: shallow {_shape(shallow)} vs deep {_shape(deep)}")
 
 
-def _check_reduction(reduction: str) -> Callable[[list[Tensor]], Tensor]:
+def reduction_fn(reduction: str) -> Callable[[list[Tensor]], Tensor]:
+    """The :data:`REDUCTIONS` entry named ``reduction``; raise :class:`TffdVizError` listing them otherwise."""
     try:
         return REDUCTIONS[reduction]
     except (KeyError, TypeError):
@@ -176,35 +162,7 @@ def channel_saliency(f: Tensor) -> Tensor:
         If ``f`` is not a 4-D tensor.
     """
     _check_4d(f, "feature")
-    return _saliency_from(*_map_sums_and_norms(f), f).to(f.dtype)
-
-
-def _map_sums_and_norms(f: Tensor) -> tuple[Tensor, Tensor]:
-    """Per image and channel: the spatial sum and the clamped L2 norm of the map, shapes (N, C) and (N, C).
-
-    On channels_last maps the spatial axis of ``(N, HW, C)`` is strided, which the reduction kernels walk
-    slowly; a batched GEMM with a row of ones reduces it at memory speed (2-10x faster here). Taken in at
-    least float32 (half-precision maps are widened: rankings must not hinge on bf16 rounding), outside any
-    autocast region, without gradient.
-    """
-    n, c, h, w = f.shape
-    channels_last = _is_channels_last(f)
-    with torch.no_grad(), torch.autocast(f.device.type, enabled=False):
-        maps = _at_least_float32(f.permute(0, 2, 3, 1).reshape(n, h * w, c) if channels_last
-                                 else f.reshape(n, c, h * w))
-        if channels_last:
-            ones = torch.ones((n, 1, h * w), dtype=maps.dtype, device=maps.device)
-            sums, squares = torch.bmm(ones, maps).squeeze(1), torch.bmm(ones, maps * maps).squeeze(1)
-        else:
-            sums, squares = maps.sum(dim=2), (maps * maps).sum(dim=2)
-        return sums, squares.sqrt().clamp_min(_NORMALIZE_EPS)
-
-
-def _saliency_from(sums: Tensor, norms: Tensor, f: Tensor) -> Tensor:
-    """:func:`channel_saliency` of ``f`` from its :func:`_map_sums_and_norms`: shape (C,), in the sums' dtype."""
-    # mean_{n,h,w} f / max(||f_nc||, eps) without materialising the normalised map: per map, the spatial
-    # sum divided by the clamped norm (the same quantity as F.normalize(f, p=2, dim=(2, 3)).mean((0, 2, 3))).
-    return (sums / norms).mean(dim=0) / (f.shape[2] * f.shape[3])
+    return saliency_from(*map_sums_and_norms(f), f).to(f.dtype)
 
 
 def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
@@ -232,7 +190,9 @@ def salient_order(f: Tensor, saliency_fn: SaliencyFn | None = None) -> Tensor:
         If ``f`` is not a 4-D tensor.
     """
     _check_4d(f, "feature")
-    saliency = _saliency_from(*_map_sums_and_norms(f), f) if saliency_fn is None else _checked_saliency(saliency_fn, f)
+    saliency = (
+        saliency_from(*map_sums_and_norms(f), f) if saliency_fn is None else _checked_saliency(saliency_fn, f)
+    )
     return torch.sort(saliency, dim=0, descending=True, stable=True).indices
 
 
@@ -286,71 +246,11 @@ def intra_fd(f: Tensor, detach_salient: bool = False, saliency_fn: SaliencyFn | 
     k = c // 2
     order = salient_order(f, saliency_fn).to(f.device)
     if not detach_salient:
-        return _PairedMSE.apply(f, _pairing_matrix(order, k, f.dtype))
+        return paired_mse(f, order, k)
     ordered = f.index_select(1, order)
     salient = ordered[:, :k].detach()
     redundant = ordered[:, c - k :]
     return F.mse_loss(redundant, salient)
-
-
-def _pairing_matrix(order: Tensor, k: int, dtype: torch.dtype) -> Tensor:
-    """Return ``P (C, k)`` with ``P[order[i], i] = 1`` and ``P[order[C - k + i], i] = -1``.
-
-    ``X @ P`` turns per-pixel channel vectors ``X (M, C)`` into the ``k`` differences
-    salient_i - redundant_i that intra-Tf-FD compares (exact: the other products are zeros).
-    """
-    c = order.shape[0]
-    cols = torch.arange(k, device=order.device)
-    pairing = torch.zeros((c, k), dtype=dtype, device=order.device)
-    pairing[order[:k], cols] = 1
-    pairing[order[c - k :], cols] = -1
-    return pairing
-
-
-class _PairedMSE(torch.autograd.Function):
-    """``mean((X @ P) ** 2)`` over the pixels ``X (M, C)`` of ``f (N, C, H, W)``: the intra-layer MSE.
-
-    Forward takes the differences ``X @ [P, -P]`` with one GEMM along the map's memory layout (the mirrored
-    half costs nothing in the mean and makes the GEMM ``2k ~ C`` columns wide, a shape the CPU kernels run
-    about twice as fast as ``k``) and reduces them with one dot product; nothing of that size is kept.
-    Backward is one GEMM in the map's layout, ``grad_X = (2 g / (M k)) X @ (P P.T)``, instead of autograd's
-    chain through the difference, ``pow`` and ``mean``. (The trace form ``trace(P.T G P)`` from the channel
-    Gram matrix ``G = X.T X`` would save the forward GEMM, but it cancels when paired channels nearly agree:
-    1 % error at a term 1e-5 of the maps' mean square in float32.) ``P`` receives no gradient.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, f: Tensor, pairing: Tensor) -> Tensor:
-        ctx.save_for_backward(f, pairing)
-        n, c, h, w = f.shape
-        wide = torch.cat([pairing, -pairing], dim=1).to(f.dtype)  # (C, 2k)
-        if _is_channels_last(f):  # (M, C) @ (C, 2k)
-            diff = f.permute(0, 2, 3, 1).reshape(-1, c) @ wide
-        else:  # (2k, C) @ (N, C, HW)
-            diff = wide.t() @ f.reshape(n, c, h * w)
-        flat = _at_least_float32(diff.reshape(-1))  # a bf16 loss would log three significant digits
-        return torch.dot(flat, flat) / flat.numel()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        f, pairing = ctx.saved_tensors
-        n, c, h, w = f.shape
-        scale = grad.to(pairing.dtype) * (2.0 / (n * h * w * pairing.shape[1]))
-        mixing = ((pairing @ pairing.t()) * scale).to(f.dtype)  # (C, C), symmetric
-        if _is_channels_last(f):  # (M, C) @ (C, C)
-            return (f.permute(0, 2, 3, 1).reshape(-1, c) @ mixing).reshape(n, h, w, c).permute(0, 3, 1, 2), None, None
-        return (mixing @ f.reshape(n, c, h * w)).reshape(n, c, h, w), None, None
-
-
-def _pooled_to(f: Tensor, size: tuple[int, int]) -> Tensor:
-    """Average-pool ``f (N, C, H, W)`` to ``size``; exact divisions use ``avg_pool2d`` (same values, faster backward)."""
-    h, w = f.shape[2], f.shape[3]
-    if (h, w) == size:
-        return f
-    if h % size[0] == 0 and w % size[1] == 0:
-        return F.avg_pool2d(f, kernel_size=(h // size[0], w // size[1]))
-    return F.adaptive_avg_pool2d(f, size)
 
 
 def inter_fd(shallow: Tensor, deep: Tensor) -> Tensor:
@@ -382,70 +282,7 @@ def inter_fd(shallow: Tensor, deep: Tensor) -> Tensor:
     _check_4d(shallow, "inter-layer shallow feature")
     _check_4d(deep, "inter-layer deep feature")
     _check_batches(shallow, deep, "inter-layer pair")
-    return _inter_mse(_Pyramid(shallow), _Pyramid(deep.detach()))
-
-
-def _inter_mse(shallow: _Pyramid, deep: _Pyramid) -> Tensor:
-    """:func:`inter_fd` of two stage maps (deep side already detached), pooled through their pyramids.
-
-    Both maps go to ``(min(H_s, H_d), min(W_s, W_d))``; the MSE is over the first ``min(C_s, C_d)`` channels.
-    """
-    (_, cs, hs, ws), (_, cd, hd, wd) = shallow.full.shape, deep.full.shape
-    size, m = (min(hs, hd), min(ws, wd)), min(cs, cd)
-    return _MSEToTarget.apply(_first_channels(shallow.pooled(size), m), _first_channels(deep.pooled(size), m))
-
-
-class _MSEToTarget(torch.autograd.Function):
-    """``F.mse_loss(x, target)`` with ``target`` fixed, whose gradient keeps ``x``'s memory layout.
-
-    ``mse_loss``'s own backward may hand a channels_last ``x`` a contiguous gradient; the pooling's
-    backward then converts layouts on every step (several times the cost of the pooling itself).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, target: Tensor) -> Tensor:
-        ctx.save_for_backward(x, target)
-        return F.mse_loss(x, target)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        x, target = ctx.saved_tensors
-        out = torch.empty_like(x, memory_format=torch.preserve_format)
-        torch.sub(x, target, out=out)
-        return out.mul_(grad * (2.0 / x.numel())), None
-
-
-def _first_channels(f: Tensor, m: int) -> Tensor:
-    """``f[:, :m]``, or ``f`` itself when it has ``m`` channels (no slice node: its backward would hand the
-    stage a contiguous gradient, slow to add to the channels_last gradients from the rest of the network)."""
-    return f if f.shape[1] == m else f[:, :m]
-
-
-class _Pyramid:
-    """One stage map and the average-pooled copies of it made so far, by ``(H, W)``.
-
-    A new size is pooled from the smallest copy it divides exactly (a block mean of block means is the
-    block mean), so a shallow stage paired with two deeper ones is read at full size once, and its
-    gradient flows back through one full-size pooling.
-
-    Parameters
-    ----------
-    f : Tensor, shape (N, C, H, W)
-    """
-
-    def __init__(self, f: Tensor) -> None:
-        self.full = f
-        self.levels: dict[tuple[int, int], Tensor] = {(int(f.shape[2]), int(f.shape[3])): f}
-
-    def pooled(self, size: tuple[int, int]) -> Tensor:
-        """The map average-pooled to ``size`` (the map itself at its own size), shape (N, C, *size)."""
-        if size in self.levels:
-            return self.levels[size]
-        exact = [(h * w, lvl) for (h, w), lvl in self.levels.items() if h % size[0] == 0 and w % size[1] == 0]
-        source = min(exact, key=lambda e: e[0])[1] if exact else self.full
-        self.levels[size] = out = _pooled_to(source, size)
-        return out
+    return inter_mse(Pyramid(shallow), Pyramid(deep.detach()))
 
 
 def _checked_lambda(name: str, value: float) -> float:
@@ -455,8 +292,10 @@ def _checked_lambda(name: str, value: float) -> float:
     except (TypeError, ValueError):
         raise TffdVizError(f"{name} must be a number, got {value!r}") from None
     if not (math.isfinite(v) and v >= 0):
-        raise TffdVizError(f"{name} = {value!r} is not allowed: a finite number >= 0 (a negative weight "
-                           f"maximises the feature losses)")
+        raise TffdVizError(
+            f"{name} = {value!r} is not allowed: a finite number >= 0 (a negative weight "
+            f"maximises the feature losses)"
+        )
     return v
 
 
@@ -477,12 +316,14 @@ def logit_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float 
         (``F.kl_div(..., reduction="batchmean")``, the reference's form).
     """
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
-        raise TffdVizError(f"logit_kd needs student and teacher logits of one shape (N, K), got "
-                           f"{_shape(student_logits)} and {_shape(teacher_logits)}")
+        raise TffdVizError(
+            f"logit_kd needs student and teacher logits of one shape (N, K), got "
+            f"{_shape(student_logits)} and {_shape(teacher_logits)}"
+        )
     if not (math.isfinite(temperature) and temperature > 0):
         raise TffdVizError(f"temperature must be finite and > 0, got {temperature!r}")
-    s = _at_least_float32(student_logits) / temperature
-    t = _at_least_float32(teacher_logits.detach()) / temperature
+    s = at_least_float32(student_logits) / temperature
+    t = at_least_float32(teacher_logits.detach()) / temperature
     return F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="batchmean") * temperature**2
 
 
@@ -547,7 +388,7 @@ def _stage_index(key: object, names: list[str]) -> int:
     if isinstance(key, bool):
         raise TffdVizError(f"stage must be an index or a name, got {key!r}")
     try:
-        i = operator.index(key)
+        i = operator.index(key)  # type: ignore[arg-type]  # any object with __index__; TypeError otherwise
     except TypeError:
         raise TffdVizError(f"stage must be an index or a name, got {key!r}") from None
     if not 0 <= i < len(names):
@@ -636,15 +477,16 @@ def tffd_terms(
     stage_ids = _stage_indices(stages, names)
     pair_ids = _pair_indices(pairs, names)
     intra = {
-        names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn) for i in stage_ids
+        names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn)
+        for i in stage_ids
     }
-    # inter_fd per pair, with each stage's poolings shared between its pairs (see _Pyramid)
-    shallow_side = {i: _Pyramid(named[i][1]) for i, _ in pair_ids}
-    deep_side = {j: _Pyramid(named[j][1].detach()) for _, j in pair_ids}
+    # inter_fd per pair, with each stage's poolings shared between its pairs (see tffd_viz.fused_losses.Pyramid)
+    shallow_side = {i: Pyramid(named[i][1]) for i, _ in pair_ids}
+    deep_side = {j: Pyramid(named[j][1].detach()) for _, j in pair_ids}
     inter = {}
     for i, j in pair_ids:
         _check_batches(named[i][1], named[j][1], f"inter-layer pair {names[i]}->{names[j]}")
-        inter[f"{names[i]}->{names[j]}"] = _inter_mse(shallow_side[i], deep_side[j])
+        inter[f"{names[i]}->{names[j]}"] = inter_mse(shallow_side[i], deep_side[j])
     return intra, inter
 
 
@@ -689,7 +531,7 @@ def weighted_total(
     TffdVizError
         Unknown ``reduction``.
     """
-    reduce = _check_reduction(reduction)
+    reduce = reduction_fn(reduction)
     if reference is None:
         first = next(iter([*intra.values(), *inter.values()]), None)
         reference = first if first is not None else torch.zeros(())
@@ -726,10 +568,10 @@ class TfFD(nn.Module):
 
     Parameters
     ----------
-    lambda_intra : float, default 8e-4
-        Weight of the reduced intra-layer terms (paper value).
-    lambda_inter : float, default 5e-4
-        Weight of the reduced inter-layer terms (paper value).
+    lambda_intra : float, default PAPER_LAMBDA_INTRA
+        Weight of the reduced intra-layer terms (default: the paper's value).
+    lambda_inter : float, default PAPER_LAMBDA_INTER
+        Weight of the reduced inter-layer terms (default: the paper's value).
     stages : sequence of int or str, optional
         Stages taking the intra term (index or name); default all. Empty: intra contributes 0.
     pairs : sequence of (int or str, int or str), optional
@@ -767,20 +609,22 @@ class TfFD(nn.Module):
         saliency_fn: SaliencyFn | None = None,
     ) -> None:
         super().__init__()
-        _check_reduction(reduction)
+        reduction_fn(reduction)
         if pairs is not None:
             for pair in pairs:
-                if (
-                    isinstance(pair, Sequence)
-                    and len(pair) == 2
-                    and all(isinstance(k, int) and not isinstance(k, bool) for k in pair)
-                    and pair[0] >= pair[1]
-                ):
+                ints = (
+                    [k for k in pair if isinstance(k, int) and not isinstance(k, bool)]
+                    if isinstance(pair, Sequence) and len(pair) == 2
+                    else []
+                )
+                if len(ints) == 2 and ints[0] >= ints[1]:
                     raise TffdVizError(f"pair {tuple(pair)!r}: the shallow index must be < the deep index")
         self.lambda_intra = _checked_lambda("lambda_intra", lambda_intra)
         self.lambda_inter = _checked_lambda("lambda_inter", lambda_inter)
         self.stages = None if stages is None else list(stages)
-        self.pairs = None if pairs is None else [tuple(p) for p in pairs]
+        self.pairs: list[tuple[StageKey, StageKey]] | None = (
+            None if pairs is None else [(p[0], p[1]) for p in pairs]
+        )
         self.reduction = reduction
         self.detach_salient = bool(detach_salient)
         self.saliency_fn = saliency_fn
@@ -799,7 +643,10 @@ class TfFD(nn.Module):
             Total (shape ()) and the unweighted terms by name.
         """
         intra, inter = tffd_terms(
-            features, stages=self.stages, pairs=self.pairs, detach_salient=self.detach_salient,
+            features,
+            stages=self.stages,
+            pairs=self.pairs,
+            detach_salient=self.detach_salient,
             saliency_fn=self.saliency_fn,
         )
         first = next(iter(features.values())) if isinstance(features, Mapping) else features[0]

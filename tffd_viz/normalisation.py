@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from tffd_viz.errors import DataError
 
@@ -218,8 +219,10 @@ class InputNormalisation:
         return (renormalised(args[0], self.data_mean, self.data_std, self.mean, self.std), *args[1:])
 
     def __repr__(self) -> str:
-        return (f"InputNormalisation(data_mean={self.data_mean}, data_std={self.data_std}, "
-                f"mean={self.mean}, std={self.std})")
+        return (
+            f"InputNormalisation(data_mean={self.data_mean}, data_std={self.data_std}, "
+            f"mean={self.mean}, std={self.std})"
+        )
 
 
 def attach_input_normalisation(
@@ -237,15 +240,21 @@ def attach_input_normalisation(
     handle = getattr(model, "_input_normalisation_handle", None)
     if handle is not None:
         handle.remove()
-    model._input_normalisation_handle = None
-    model.input_normalisation = None
+    _keep_adapter(model, None, None)
     scale, shift = _affine(data_mean, data_std, mean, std)
     if bool(((scale - 1).abs() <= 1e-6).all()) and bool((shift.abs() <= 1e-6).all()):
         return None
     adapter = InputNormalisation(data_mean, data_std, mean, std)
-    model._input_normalisation_handle = model.register_forward_pre_hook(adapter)
-    model.input_normalisation = adapter
+    _keep_adapter(model, model.register_forward_pre_hook(adapter), adapter)
     return adapter
+
+
+def _keep_adapter(
+    model: nn.Module, handle: RemovableHandle | None, adapter: InputNormalisation | None
+) -> None:
+    """Store the hook's handle and its adapter as plain attributes of ``model`` (in its ``__dict__``, where
+    ``nn.Module.__setattr__`` puts any value that is not a tensor or a module; its signature admits only those)."""
+    vars(model).update(_input_normalisation_handle=handle, input_normalisation=adapter)
 
 
 def adapter_stats(

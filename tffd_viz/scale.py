@@ -50,8 +50,10 @@ def ordered_block_mean(matrix: Any, order: Any, max_side: int = MAX_MATRIX_SIDE)
     o = np.asarray(order, dtype=np.int64)
     c = z.shape[0]
     if z.shape != (c, c) or o.shape != (c,) or sorted(o.tolist()) != list(range(c)):
-        raise TffdVizError(f"ordered_block_mean needs a square (C, C) matrix and a permutation of range(C), got "
-                           f"matrix {z.shape} and order of shape {o.shape}")
+        raise TffdVizError(
+            f"ordered_block_mean needs a square (C, C) matrix and a permutation of range(C), got "
+            f"matrix {z.shape} and order of shape {o.shape}"
+        )
     if max_side < 1:
         raise TffdVizError(f"max_side must be >= 1, got {max_side}")
     z = z[o][:, o]
@@ -86,9 +88,11 @@ def cka_plan(image_size: int | None, flat_dims: Mapping[str, int], n_images: int
         return {"large": False, "n": 512, "minibatch": 256, "note": ""}
     widest = max(flat_dims.items(), key=lambda kv: kv[1], default=("", 0))
     gram = 8 * CKA_LARGE_MINIBATCH * widest[1] / 2**20
-    note = (f"At {side}x{side} pixels the maps are large (widest: {widest[0]}, {widest[1]:,} values per image when "
-            f"flattened), so CKA uses the linear kernel on the flattened maps through n x n Gram matrices only, "
-            f"minibatch by minibatch (default {CKA_LARGE_MINIBATCH} images, about {gram:.0f} MB of float64 "
-            f"features per layer at a time); no {widest[1]:,} x {widest[1]:,} matrix is ever formed. "
-            f"It starts from the sidebar's {n_images} images.")
+    note = (
+        f"At {side}x{side} pixels the maps are large (widest: {widest[0]}, {widest[1]:,} values per image when "
+        f"flattened), so CKA uses the linear kernel on the flattened maps through n x n Gram matrices only, "
+        f"minibatch by minibatch (default {CKA_LARGE_MINIBATCH} images, about {gram:.0f} MB of float64 "
+        f"features per layer at a time); no {widest[1]:,} x {widest[1]:,} matrix is ever formed. "
+        f"It starts from the sidebar's {n_images} images."
+    )
     return {"large": True, "n": int(n_images), "minibatch": CKA_LARGE_MINIBATCH, "note": note}

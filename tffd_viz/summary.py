@@ -5,21 +5,47 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["CARD_ROWS", "card_table", "checkpoint_rows", "config_name", "disagreements", "heldout_rows",
-           "markdown_table", "seed_groups"]
+__all__ = [
+    "CARD_ROWS",
+    "Shipped",
+    "card_table",
+    "checkpoint_rows",
+    "config_name",
+    "disagreements",
+    "heldout_rows",
+    "markdown_table",
+    "seed_groups",
+]
+
+#: ``(path, card, ...)`` tuples of checkpoints as listed from ``checkpoints/`` (only path and card are read).
+Shipped: TypeAlias = Iterable[Sequence[Any]]
 
 # Card entries shown side by side (key, label), in this order.
 CARD_ROWS: tuple[tuple[str, str], ...] = (
-    ("arch", "architecture"), ("dataset", "dataset"), ("num_classes", "classes"), ("in_chans", "input channels"),
-    ("method", "method"), ("lambda_intra", "λ intra"), ("lambda_inter", "λ inter"), ("taps", "stages (intra)"),
-    ("pairs", "pairs (inter)"), ("recipe", "recipe"), ("epochs", "epochs"), ("warmup", "warm-up epochs"),
-    ("seed", "seed"), ("final_acc", "final test top-1 (%)"), ("best_acc", "best test top-1 (%)"),
-    ("train_seconds", "training time (s)"), ("device", "trained on"), ("source_format", "file format"),
+    ("arch", "architecture"),
+    ("dataset", "dataset"),
+    ("num_classes", "classes"),
+    ("in_chans", "input channels"),
+    ("method", "method"),
+    ("lambda_intra", "λ intra"),
+    ("lambda_inter", "λ inter"),
+    ("taps", "stages (intra)"),
+    ("pairs", "pairs (inter)"),
+    ("recipe", "recipe"),
+    ("epochs", "epochs"),
+    ("warmup", "warm-up epochs"),
+    ("seed", "seed"),
+    ("final_acc", "final test top-1 (%)"),
+    ("best_acc", "best test top-1 (%)"),
+    ("train_seconds", "training time (s)"),
+    ("device", "trained on"),
+    ("source_format", "file format"),
     ("sha256", "sha256"),
 )
 
@@ -49,7 +75,10 @@ def card_table(cards: Mapping[str, Mapping], names: Mapping[str, str] | None = N
         header = f"{key}: {names[key]}" if key in names and names[key] != key else key
         cells = [_cell(card.get(k)) for k, _ in CARD_ROWS]
         if card.get("method") == "baseline":  # a baseline logs the weighted terms but never trains on them
-            cells = [c + " (logged only)" if k in _LAMBDA_KEYS and c != "—" else c for (k, _), c in zip(CARD_ROWS, cells)]
+            cells = [
+                c + " (logged only)" if k in _LAMBDA_KEYS and c != "—" else c
+                for (k, _), c in zip(CARD_ROWS, cells)
+            ]
         table[header] = cells
     return pd.DataFrame(table)
 
@@ -90,12 +119,8 @@ def config_name(card: Mapping) -> str:
     return " ".join(parts)
 
 
-def seed_groups(shipped: Iterable[Sequence]) -> list[dict]:
+def seed_groups(shipped: Shipped) -> list[dict]:
     """Return one row per configuration that ships with several seeds: mean and spread of the test accuracy.
-
-    Parameters
-    ----------
-    shipped : iterable of (path, card, ...) tuples (as listed from ``checkpoints/``)
 
     Returns
     -------
@@ -114,22 +139,37 @@ def seed_groups(shipped: Iterable[Sequence]) -> list[dict]:
             continue
         runs.sort()
         accs = [a for _, a in runs]
-        rows.append({"config": name, "seeds": [s for s, _ in runs], "n": len(runs),
-                     "mean_acc": float(np.mean(accs)), "std_acc": float(statistics.stdev(accs)),
-                     "min_acc": min(accs), "max_acc": max(accs), "accs": accs})
+        rows.append(
+            {
+                "config": name,
+                "seeds": [s for s, _ in runs],
+                "n": len(runs),
+                "mean_acc": float(np.mean(accs)),
+                "std_acc": float(statistics.stdev(accs)),
+                "min_acc": min(accs),
+                "max_acc": max(accs),
+                "accs": accs,
+            }
+        )
     return rows
 
 
-def _final_mean(history: Sequence[Mapping] | None, family: str) -> float | None:
-    if not history:
-        return None
-    values = [v for v in (history[-1].get(family) or {}).values() if v is not None]
+def _mean_of(per_key: Mapping | None) -> float | None:
+    """The mean of a mapping's values that are not None (None when there are none)."""
+    values = [v for v in (per_key or {}).values() if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _final_mean(history: Sequence[Mapping] | None, family: str) -> float | None:
+    return _mean_of(history[-1].get(family)) if history else None
 
 
 def _heldout_mean(card: Mapping, family: str) -> float | None:
-    values = [v for v in ((card.get("heldout_terms") or {}).get(family) or {}).values() if v is not None]
-    return float(np.mean(values)) if values else None
+    return _mean_of((card.get("heldout_terms") or {}).get(family))
+
+
+def _file_name(path: object) -> str:
+    return str(path).rsplit("/", 1)[-1]
 
 
 def _mean_sd(mean: float | None, sd: float | None) -> str | None:
@@ -138,41 +178,35 @@ def _mean_sd(mean: float | None, sd: float | None) -> str | None:
     return f"{mean:.4g}" if sd is None else f"{mean:.4g} ± {sd:.2g}"
 
 
-def heldout_rows(shipped: Iterable[Sequence]) -> list[dict]:
-    """Return one row per (checkpoint, stage or pair) of the cards' ``heldout_terms`` (mean ± sd over batches).
-
-    Parameters
-    ----------
-    shipped : iterable of (path, card, ...) tuples
-
-    Returns
-    -------
-    list of dict
-        ``file, term, raw, relative, energy`` with ``"mean ± sd"`` strings (the energy of a stage for intra rows,
-        None for inter rows); checkpoints without ``heldout_terms`` give no rows.
-    """
+def heldout_rows(shipped: Shipped) -> list[dict]:
+    """Return one row per (checkpoint, stage or pair) of the cards' ``heldout_terms`` (mean ± sd over batches):
+    ``file, term, raw, relative, energy`` as ``"mean ± sd"`` strings (the energy of a stage for intra rows, None
+    for inter rows); checkpoints without ``heldout_terms`` give no rows."""
     rows = []
     for item in shipped:
-        name, terms = str(item[0]).rsplit("/", 1)[-1], item[1].get("heldout_terms")
+        name, terms = _file_name(item[0]), item[1].get("heldout_terms")
         if not terms:
             continue
         for family in ("intra", "inter"):
             for key, value in terms[family].items():
-                rows.append({
-                    "file": name, "term": f"{family} {key}", "raw": _mean_sd(value, terms[f"{family}_std"].get(key)),
-                    "relative": _mean_sd(terms[f"{family}_rel"].get(key), terms[f"{family}_rel_std"].get(key)),
-                    "energy": _mean_sd(terms["energy"].get(key), terms["energy_std"].get(key))
-                    if family == "intra" else None,
-                })
+                rows.append(
+                    {
+                        "file": name,
+                        "term": f"{family} {key}",
+                        "raw": _mean_sd(value, terms[f"{family}_std"].get(key)),
+                        "relative": _mean_sd(
+                            terms[f"{family}_rel"].get(key), terms[f"{family}_rel_std"].get(key)
+                        ),
+                        "energy": _mean_sd(terms["energy"].get(key), terms["energy_std"].get(key))
+                        if family == "intra"
+                        else None,
+                    }
+                )
     return rows
 
 
-def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
+def checkpoint_rows(shipped: Shipped) -> list[dict]:
     """Return one row per checkpoint for the ``checkpoints/README.md`` table.
-
-    Parameters
-    ----------
-    shipped : iterable of (path, card, ...) tuples
 
     Returns
     -------
@@ -185,19 +219,30 @@ def checkpoint_rows(shipped: Iterable[Sequence]) -> list[dict]:
     """
     rows = []
     for item in shipped:
-        path, card = str(item[0]), item[1]
+        card = item[1]
         history = card.get("history")
-        rows.append({
-            "file": path.rsplit("/", 1)[-1], "arch": card.get("arch"), "dataset": card.get("dataset"),
-            "method": card.get("method"),
-            **{k: None if card.get("method") == "baseline" else card.get(k) for k in _LAMBDA_KEYS}, "recipe": card.get("recipe"), "epochs": card.get("epochs"),
-            "seed": card.get("seed"), "final_acc": card.get("final_acc"), "best_acc": card.get("best_acc"),
-            "mean_intra": _final_mean(history, "intra"), "mean_inter": _final_mean(history, "inter"),
-            "train_seconds": card.get("train_seconds"),
-            "heldout_acc": (card.get("heldout_terms") or {}).get("accuracy"),
-            **{f"heldout_{family}": _heldout_mean(card, family)
-               for family in ("intra", "intra_rel", "inter", "inter_rel")},
-        })
+        rows.append(
+            {
+                "file": _file_name(item[0]),
+                "arch": card.get("arch"),
+                "dataset": card.get("dataset"),
+                "method": card.get("method"),
+                **{k: None if card.get("method") == "baseline" else card.get(k) for k in _LAMBDA_KEYS},
+                "recipe": card.get("recipe"),
+                "epochs": card.get("epochs"),
+                "seed": card.get("seed"),
+                "final_acc": card.get("final_acc"),
+                "best_acc": card.get("best_acc"),
+                "mean_intra": _final_mean(history, "intra"),
+                "mean_inter": _final_mean(history, "inter"),
+                "train_seconds": card.get("train_seconds"),
+                "heldout_acc": (card.get("heldout_terms") or {}).get("accuracy"),
+                **{
+                    f"heldout_{family}": _heldout_mean(card, family)
+                    for family in ("intra", "intra_rel", "inter", "inter_rel")
+                },
+            }
+        )
     return rows
 
 

@@ -28,14 +28,10 @@ so with the paper's ``reduction="mean"`` each intra term carries the weight
 
 from __future__ import annotations
 
-import csv
-import json
 import numbers
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,20 +41,22 @@ from torch import Tensor, nn
 
 from tffd_viz.errors import DataError, TapError, TffdVizError
 from tffd_viz.features import eval_mode, hooked_forward, model_device
-from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA, REDUCTIONS, tffd_terms, weighted_total
+from tffd_viz.losses import reduction_fn, tffd_terms, weighted_total
 from tffd_viz.models import extract_taps, resolve_taps
+from tffd_viz.recipes import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
+from tffd_viz.sweeps import sweep_table, sweep_value_columns
+from tffd_viz.types import StageKey
 
 __all__ = [
     "TermsReport",
     "gradient_norm_share",
     "stage_parameter_groups",
-    "sweep_table",
-    "sweep_value_columns",
+    "sweep_table",  # re-exported from tffd_viz.sweeps (the sweep tables' one reader)
+    "sweep_value_columns",  # re-exported from tffd_viz.sweeps
     "term_weights",
     "tffd_terms_on_batch",
 ]
 
-StageKey = int | str
 PairKey = str | tuple[StageKey, StageKey]
 
 STEM = "stem"
@@ -92,14 +90,9 @@ def _checked_batch(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Te
     return images.to(device), labels.to(device=device, dtype=torch.long)
 
 
-def _reduce_fn(reduction: str) -> Callable[[list[Tensor]], Tensor]:
-    try:
-        return REDUCTIONS[reduction]
-    except (KeyError, TypeError):
-        raise TffdVizError(f"unknown reduction {reduction!r}; choose one of {sorted(REDUCTIONS)}") from None
-
-
-def term_weights(names: Sequence[str], lam: float, reduction: str = "mean", warm: float = 1.0) -> dict[str, float]:
+def term_weights(
+    names: Sequence[str], lam: float, reduction: str = "mean", warm: float = 1.0
+) -> dict[str, float]:
     """Weight that each term of one family carries in the Tf-FD total.
 
     The reductions of :data:`tffd_viz.losses.REDUCTIONS` are linear, so the weight of term ``k``
@@ -121,7 +114,7 @@ def term_weights(names: Sequence[str], lam: float, reduction: str = "mean", warm
     dict[str, float]
         Term name -> weight.
     """
-    reduce = _reduce_fn(reduction)
+    reduce = reduction_fn(reduction)
     n = len(names)
     weights: dict[str, float] = {}
     for k, name in enumerate(names):
@@ -130,8 +123,9 @@ def term_weights(names: Sequence[str], lam: float, reduction: str = "mean", warm
     return weights
 
 
-def _select(keys: Sequence[str], picked: Sequence[Any] | None, resolve: Callable[[Any], str],
-            what: str) -> list[str]:
+def _select(
+    keys: Sequence[str], picked: Sequence[Any] | None, resolve: Callable[[Any], str], what: str
+) -> list[str]:
     if picked is None:
         return list(keys)
     if isinstance(picked, str | int):
@@ -194,8 +188,9 @@ class TermsReport:
             return f"{self._stage_name(key[0])}->{self._stage_name(key[1])}"
         raise TffdVizError(f"a pair is 'a->b' or (a, b), got {key!r}")
 
-    def selected(self, stages: Sequence[StageKey] | None = None,
-                 pairs: Sequence[PairKey] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    def selected(
+        self, stages: Sequence[StageKey] | None = None, pairs: Sequence[PairKey] | None = None
+    ) -> tuple[dict[str, float], dict[str, float]]:
         """Return the ``(intra, inter)`` terms restricted to ``stages`` and ``pairs``.
 
         Parameters
@@ -214,9 +209,15 @@ class TermsReport:
         inter_keys = _select(list(self.inter), pairs, self._pair_name, "pair")
         return {k: self.intra[k] for k in intra_keys}, {k: self.inter[k] for k in inter_keys}
 
-    def weighted(self, lambda_intra: float, lambda_inter: float, stages: Sequence[StageKey] | None = None,
-                 pairs: Sequence[PairKey] | None = None, reduction: str = "mean",
-                 warm: float = 1.0) -> dict[str, float]:
+    def weighted(
+        self,
+        lambda_intra: float,
+        lambda_inter: float,
+        stages: Sequence[StageKey] | None = None,
+        pairs: Sequence[PairKey] | None = None,
+        reduction: str = "mean",
+        warm: float = 1.0,
+    ) -> dict[str, float]:
         """Weigh the already computed terms (no new forward pass).
 
         Parameters
@@ -237,7 +238,7 @@ class TermsReport:
             ``"tffd"`` = their sum, ``"ce"`` and ``"ce+tffd"``. An empty family gives 0.
         """
         intra, inter = self.selected(stages, pairs)
-        _reduce_fn(reduction)
+        reduction_fn(reduction)
         as_t = {k: torch.tensor(v, dtype=torch.float64) for k, v in intra.items()}
         as_e = {k: torch.tensor(v, dtype=torch.float64) for k, v in inter.items()}
         ref = torch.zeros((), dtype=torch.float64)
@@ -246,9 +247,15 @@ class TermsReport:
         total = w_intra + w_inter
         return {"ce": self.ce, "intra": w_intra, "inter": w_inter, "tffd": total, "ce+tffd": self.ce + total}
 
-    def rows(self, lambda_intra: float = PAPER_LAMBDA_INTRA, lambda_inter: float = PAPER_LAMBDA_INTER,
-             stages: Sequence[StageKey] | None = None, pairs: Sequence[PairKey] | None = None,
-             reduction: str = "mean", warm: float = 1.0) -> list[dict[str, Any]]:
+    def rows(
+        self,
+        lambda_intra: float = PAPER_LAMBDA_INTRA,
+        lambda_inter: float = PAPER_LAMBDA_INTER,
+        stages: Sequence[StageKey] | None = None,
+        pairs: Sequence[PairKey] | None = None,
+        reduction: str = "mean",
+        warm: float = 1.0,
+    ) -> list[dict[str, Any]]:
         """Table rows: one per term, with its unweighted value and its weighted contribution.
 
         Returns
@@ -272,12 +279,16 @@ def _check_finite_pass(logits: Tensor, feats: Mapping[str, Tensor], input_shape:
     for name, f in feats.items():
         bad = int((~torch.isfinite(f)).sum()) if f.is_floating_point() else 0
         if bad:
-            raise TapError(f"features of tap {name!r} (shape {tuple(f.shape)}) contain {bad} NaN/Inf values on "
-                           f"images of shape {input_shape}: the model's weights or the images are not finite")
+            raise TapError(
+                f"features of tap {name!r} (shape {tuple(f.shape)}) contain {bad} NaN/Inf values on "
+                f"images of shape {input_shape}: the model's weights or the images are not finite"
+            )
     bad = int((~torch.isfinite(logits)).sum())
     if bad:
-        raise TffdVizError(f"the model's logits (shape {tuple(logits.shape)}) contain {bad} NaN/Inf values on "
-                           f"images of shape {input_shape}: weights after the tapped layers are not finite")
+        raise TffdVizError(
+            f"the model's logits (shape {tuple(logits.shape)}) contain {bad} NaN/Inf values on "
+            f"images of shape {input_shape}: weights after the tapped layers are not finite"
+        )
 
 
 def tffd_terms_on_batch(
@@ -323,7 +334,9 @@ def tffd_terms_on_batch(
     with eval_mode(model), torch.no_grad():
         logits, feats = extract_taps(model, images, names, return_logits=True)
         if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
-            raise TapError(f"model output must be logits (N, K) with N = {labels.shape[0]}, got {tuple(logits.shape)}")
+            raise TapError(
+                f"model output must be logits (N, K) with N = {labels.shape[0]}, got {tuple(logits.shape)}"
+            )
         _check_finite_pass(logits, feats, tuple(images.shape))
         ce = F.cross_entropy(logits, labels)
         intra, inter = tffd_terms(feats, stages=stages, pairs=pairs)
@@ -350,13 +363,16 @@ def _owning_tap(module_name: str, taps: Sequence[str]) -> str | None:
     """The most specific tap whose module is ``module_name`` or one of its ancestors."""
     best: str | None = None
     for tap in taps:
-        if (module_name == tap or module_name.startswith(tap + ".")) and (best is None or len(tap) > len(best)):
+        if (module_name == tap or module_name.startswith(tap + ".")) and (
+            best is None or len(tap) > len(best)
+        ):
             best = tap
     return best
 
 
-def stage_parameter_groups(model: nn.Module, images: Tensor,
-                           taps: Sequence[str] | None = None) -> OrderedDict[str, list[str]]:
+def stage_parameter_groups(
+    model: nn.Module, images: Tensor, taps: Sequence[str] | None = None
+) -> OrderedDict[str, list[str]]:
     """Split the parameters of ``model`` into stages: ``stem``, one group per tap, ``head``.
 
     A parameter belongs to the tap whose module contains it (the most specific tap when taps are
@@ -389,12 +405,14 @@ def stage_parameter_groups(model: nn.Module, images: Tensor,
         def hook(_m: nn.Module, _inputs: object) -> None:
             clock[0] += 1
             starts.setdefault(name, clock[0])
+
         return hook
 
     def post_hook(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inputs: object, _output: object) -> None:
             clock[0] += 1
             ends[name] = clock[0]
+
         return hook
 
     owned = {
@@ -503,11 +521,9 @@ def gradient_norm_share(
     """
     images, labels = _checked_batch(model, images, labels)
     names = resolve_taps(model, taps)
-    _reduce_fn(reduction)
+    reduction_fn(reduction)
     groups = stage_parameter_groups(model, images, names)
-    params = OrderedDict(
-        (f"model.{n}", p.detach().requires_grad_(True)) for n, p in model.named_parameters()
-    )
+    params = OrderedDict((f"model.{n}", p.detach().requires_grad_(True)) for n, p in model.named_parameters())
     runner = _TapRunner(model, names)
     with eval_mode(model), torch.enable_grad():
         logits, feats = torch.func.functional_call(runner, params, (images,))
@@ -528,7 +544,7 @@ def gradient_norm_share(
             grads = torch.autograd.grad(value, flat, retain_graph=True, allow_unused=True)
             sq = [0.0 if g is None else float(g.detach().double().pow(2).sum()) for g in grads]
             for j in range(len(group_names)):
-                norms[t, j] = float(np.sqrt(sum(sq[bounds[j]:bounds[j + 1]])))
+                norms[t, j] = float(np.sqrt(sum(sq[bounds[j] : bounds[j + 1]])))
     col = norms.sum(axis=0, keepdims=True)
     share = np.divide(norms, col, out=np.zeros_like(norms), where=col > 0)
     return {
@@ -536,96 +552,9 @@ def gradient_norm_share(
         "kinds": [kind for _, kind, _ in terms],
         "values": np.array([float(v.detach()) for _, _, v in terms], dtype=np.float64),
         "groups": group_names,
-        "group_sizes": [int(sum(dict(model.named_parameters())[p].numel() for p in groups[g]))
-                        for g in group_names],
+        "group_sizes": [
+            int(sum(dict(model.named_parameters())[p].numel() for p in groups[g])) for g in group_names
+        ],
         "norms": norms,
         "share": share,
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# sweep tables (what training with other lambdas actually gave)
-# --------------------------------------------------------------------------------------------------
-
-SWEEP_RESULT_COLUMNS: tuple[str, ...] = ("final_acc", "best_acc", "train_acc", "ce", "tffd_total")
-"""Result columns of a sweep table (besides ``intra_<tap>`` and ``inter_<a>-><b>``), in display order."""
-
-
-def _csv_cell(text: str) -> Any:
-    if text == "":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def sweep_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read the results table of a lambda sweep (``tffd-viz sweep``, :func:`tffd_viz.train.run_sweep`).
-
-    Parameters
-    ----------
-    path : str or path
-        ``<prefix>.json``, ``<prefix>.csv`` or the bare ``<prefix>``; for a prefix the JSON file is read
-        when it exists, else the CSV file. CSV cells are converted to int or float where they parse as
-        one, empty cells to ``None``.
-
-    Returns
-    -------
-    list of dict
-        One row per training run, e.g. ``{"lambda_intra": 8e-4, "lambda_inter": 5e-4, "layers": "all",
-        "seed": 0, "final_acc": 98.6, "ce": 0.02, "intra_layer1": 0.9, "inter_layer1->layer2": 0.8, ...}``.
-
-    Raises
-    ------
-    TffdVizError
-        No such file, or a file that is not a list of row objects.
-    """
-    given = Path(path).expanduser()
-    if given.suffix in (".json", ".csv"):
-        candidates = [given]
-    else:
-        candidates = [given.with_name(given.name + ".json"), given.with_name(given.name + ".csv")]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise TffdVizError(f"no sweep table at {' or '.join(repr(str(p)) for p in candidates)}; "
-                           "create one with `tffd-viz sweep`")
-    try:
-        if found.suffix == ".json":
-            rows = json.loads(found.read_text())
-        else:
-            with found.open(newline="") as fh:
-                rows = [{k: _csv_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    except (OSError, ValueError) as exc:
-        raise TffdVizError(f"cannot read the sweep table {str(found)!r}: {exc}") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise TffdVizError(f"the sweep table {str(found)!r} is not a list of row objects")
-    return rows
-
-
-def sweep_value_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Return the result columns of a sweep table that hold numbers, for heatmaps.
-
-    Parameters
-    ----------
-    rows : list of dict
-        As returned by :func:`sweep_table`.
-
-    Returns
-    -------
-    list of str
-        :data:`SWEEP_RESULT_COLUMNS` present, then every ``intra_<tap>``, then every ``inter_<a>-><b>``
-        column (first-seen order); only columns with at least one numeric value.
-    """
-    def numeric(key: str) -> bool:
-        return any(isinstance(r.get(key), numbers.Real) and not isinstance(r.get(key), bool) for r in rows)
-
-    seen: list[str] = []
-    for row in rows:
-        seen += [k for k in row if k not in seen]
-    fixed = [k for k in SWEEP_RESULT_COLUMNS if k in seen]
-    intra = [k for k in seen if k.startswith("intra_")]
-    inter = [k for k in seen if k.startswith("inter_")]
-    return [k for k in fixed + intra + inter if numeric(k)]

@@ -39,10 +39,14 @@ __all__ = [
     "tap_names",
 ]
 
-ModelFactory = Callable[..., ZooModel]
+#: ``(num_classes=, in_chans=) -> model``: a :class:`ZooModel`, or one of torchvision's classes with the same
+#: attributes (``arch``, ``num_classes``, ``in_chans``, ``default_taps``; :mod:`tffd_viz.models.imagenet`).
+ModelFactory = Callable[..., nn.Module]
 
 MODELS: dict[str, ModelFactory] = {}
-MODELS.update({name: partial(CifarResNet, depth, filters) for name, (depth, filters) in RESNET_CONFIGS.items()})
+MODELS.update(
+    {name: partial(CifarResNet, depth, filters) for name, (depth, filters) in RESNET_CONFIGS.items()}
+)
 MODELS.update({name: partial(WideResNet, depth, widen) for name, (depth, widen) in WRN_CONFIGS.items()})
 MODELS.update({name: partial(CifarVGG, cfg) for name, cfg in VGG_CONFIGS.items()})
 MODELS.update({name: partial(OptionAResNet, depth) for name, depth in RESNET_A_CONFIGS.items()})
@@ -50,7 +54,7 @@ MODELS.update({name: partial(CifarVGGBN, cfg) for name, cfg in VGG_BN_CONFIGS.it
 MODELS.update(IMAGENET_ARCHS)  # torchvision's resnet18/34/50 and mobilenet_v2, 224x224 inputs
 
 
-def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> ZooModel:
+def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> nn.Module:
     """Build a zoo model by name with freshly initialised weights.
 
     Parameters
@@ -64,8 +68,9 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> ZooMod
 
     Returns
     -------
-    ZooModel
-        Maps ``(N, in_chans, S, S)`` images (``S`` = :func:`input_size`: 32, or 224 for torchvision's
+    nn.Module
+        A :class:`ZooModel` (torchvision's own class for the ImageNet architectures, with the same attributes);
+        maps ``(N, in_chans, S, S)`` images (``S`` = :func:`input_size`: 32, or 224 for torchvision's
         architectures) to ``(N, num_classes)`` logits; ``model.arch`` is ``name``.
     """
     if name not in MODELS:
@@ -73,7 +78,7 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> ZooMod
     if num_classes < 1 or in_chans < 1:
         raise TffdVizError(f"num_classes and in_chans must be positive, got {num_classes} and {in_chans}")
     model = MODELS[name](num_classes=num_classes, in_chans=in_chans)
-    model.arch = name
+    model.arch = name  # type: ignore[assignment]  # nn.Module.__setattr__ is typed for tensors and modules only
     return model
 
 

@@ -110,8 +110,10 @@ class ImageNetMobileNetV2(MobileNetV2):
 
 #: Architecture name -> factory ``(num_classes=, in_chans=) -> model``.
 IMAGENET_ARCHS: dict[str, Callable[..., nn.Module]] = {
-    **{name: (lambda n: lambda num_classes=1000, in_chans=3: ImageNetResNet(n, num_classes, in_chans))(name)
-       for name in RESNET_SPECS},
+    **{
+        name: (lambda n: lambda num_classes=1000, in_chans=3: ImageNetResNet(n, num_classes, in_chans))(name)
+        for name in RESNET_SPECS
+    },
     "mobilenet_v2": lambda num_classes=1000, in_chans=3: ImageNetMobileNetV2(num_classes, in_chans),
 }
 
@@ -137,7 +139,11 @@ def _resnet_name(shapes: Shapes) -> str | None:
 
 
 def _mobilenet_name(shapes: Shapes) -> str | None:
-    ok = "features.18.0.weight" in shapes and "features.17.conv.0.0.weight" in shapes and "classifier.1.weight" in shapes
+    ok = (
+        "features.18.0.weight" in shapes
+        and "features.17.conv.0.0.weight" in shapes
+        and "classifier.1.weight" in shapes
+    )
     return "mobilenet_v2" if ok else None
 
 
@@ -164,6 +170,10 @@ def imagenet_card_defaults(arch: str) -> dict[str, Any]:
     """
     if arch not in IMAGENET_ARCHS:
         return {}
-    return {"input_size": IMAGENET_INPUT_SIZE, "dataset": "imagefolder", "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "transform": {"resize": IMAGENET_RESIZE, "crop": IMAGENET_INPUT_SIZE,
-                                                     "interpolation": "bilinear"}}
+    return {
+        "input_size": IMAGENET_INPUT_SIZE,
+        "dataset": "imagefolder",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "transform": {"resize": IMAGENET_RESIZE, "crop": IMAGENET_INPUT_SIZE, "interpolation": "bilinear"},
+    }

@@ -64,8 +64,9 @@ class CifarResNet(ZooModel):
 
     default_taps = ("layer1", "layer2", "layer3")
 
-    def __init__(self, depth: int, num_filters: tuple[int, int, int, int], num_classes: int = 100,
-                 in_chans: int = 3):
+    def __init__(
+        self, depth: int, num_filters: tuple[int, int, int, int], num_classes: int = 100, in_chans: int = 3
+    ):
         super().__init__(num_classes=num_classes, in_chans=in_chans)
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 14, 20, ...), got {depth}")
@@ -86,7 +87,9 @@ class CifarResNet(ZooModel):
         downsample = None
         if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False
+                ),
                 nn.BatchNorm2d(planes * BasicBlock.expansion),
             )
         layers = [BasicBlock(self.inplanes, planes, stride, downsample)]

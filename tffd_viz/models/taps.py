@@ -11,29 +11,30 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 from torch import nn
 
 from tffd_viz.errors import TapError
 
-__all__ = ["TapInfo", "default_taps", "extract_taps", "resolve_taps", "tap_info", "tap_names"]
+__all__ = ["TapInfo", "default_taps", "extract_taps", "first_tensor", "resolve_taps", "tap_info", "tap_names"]
 
 _MAX_LISTED = 40
 
 
-def _first_tensor(output: object) -> torch.Tensor | None:
+def first_tensor(output: object) -> torch.Tensor | None:
     """Return the tensor a module produced: itself, or the first tensor of a tuple/list/dict."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)):
         for item in output:
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     if isinstance(output, dict):
         for item in output.values():
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     return None
@@ -105,11 +106,44 @@ def resolve_taps(model: nn.Module, taps: Sequence[str] | str | None = None) -> l
     unknown = [t for t in names if t not in modules or t == ""]
     if unknown:
         valid = tap_names(model)
-        shown = ", ".join(valid[:_MAX_LISTED]) + (f", ... ({len(valid)} in all)" if len(valid) > _MAX_LISTED else "")
+        shown = ", ".join(valid[:_MAX_LISTED]) + (
+            f", ... ({len(valid)} in all)" if len(valid) > _MAX_LISTED else ""
+        )
         raise TapError(f"unknown tap(s) {unknown} for {type(model).__name__}; valid module names: {shown}")
     if len(set(names)) != len(names):
         raise TapError(f"duplicate tap names in {names}")
     return names
+
+
+@overload
+def extract_taps(
+    model: nn.Module,
+    x: torch.Tensor,
+    taps: Sequence[str] | str | None = None,
+    return_logits: Literal[False] = False,
+    clone: bool = False,
+) -> OrderedDict[str, torch.Tensor]: ...
+
+
+@overload
+def extract_taps(
+    model: nn.Module,
+    x: torch.Tensor,
+    taps: Sequence[str] | str | None = None,
+    *,
+    return_logits: Literal[True],
+    clone: bool = False,
+) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]: ...
+
+
+@overload
+def extract_taps(
+    model: nn.Module,
+    x: torch.Tensor,
+    taps: Sequence[str] | str | None = None,
+    return_logits: bool = False,
+    clone: bool = False,
+) -> OrderedDict[str, torch.Tensor] | tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]: ...
 
 
 def extract_taps(
@@ -148,7 +182,8 @@ def extract_taps(
     Raises
     ------
     TapError
-        For an unknown tap name, or a tapped module that never ran or returned no tensor.
+        For an unknown tap name, a tapped module that never ran or returned no tensor, or (with
+        ``return_logits``) a model whose output holds no tensor.
     """
     names = resolve_taps(model, taps)
     modules = dict(model.named_modules())
@@ -157,10 +192,11 @@ def extract_taps(
 
     def make_hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is not None:
                 captured[name] = tensor.clone() if clone else tensor
                 versions[name] = captured[name]._version
+
         return hook
 
     handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
@@ -171,14 +207,22 @@ def extract_taps(
             h.remove()
     missing = [n for n in names if n not in captured]
     if missing:
-        raise TapError(f"tap(s) {missing} of {type(model).__name__} did not run or returned no tensor "
-                       f"on an input of shape {tuple(x.shape)}")
+        raise TapError(
+            f"tap(s) {missing} of {type(model).__name__} did not run or returned no tensor "
+            f"on an input of shape {tuple(x.shape)}"
+        )
     if not clone and any(captured[n]._version != versions[n] for n in names):
         # A later in-place op overwrote a tap (its version counter moved): capture copies instead.
         return extract_taps(model, x, names, return_logits=return_logits, clone=True)
     out = OrderedDict((n, captured[n]) for n in names)
     if return_logits:
-        return _first_tensor(logits), out
+        first = first_tensor(logits)
+        if first is None:
+            raise TapError(
+                f"{type(model).__name__} returned no tensor (got {type(logits).__name__}) "
+                f"on an input of shape {tuple(x.shape)}"
+            )
+        return first, out
     return out
 
 
@@ -203,8 +247,9 @@ class TapInfo:
     reduction: int
 
 
-def tap_info(model: nn.Module, taps: Sequence[str] | str | None = None,
-             input_shape: tuple[int, int, int] | None = None) -> OrderedDict[str, TapInfo]:
+def tap_info(
+    model: nn.Module, taps: Sequence[str] | str | None = None, input_shape: tuple[int, int, int] | None = None
+) -> OrderedDict[str, TapInfo]:
     """Return ``name -> TapInfo`` from one forward pass on a zero batch of one image.
 
     The pass runs under ``no_grad`` with every module temporarily in eval mode (so BatchNorm

@@ -77,7 +77,8 @@ class CifarVGGBN(ZooModel):
         self._init_weights(zero_linear_bias=True)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # always, bias=True; narrows the Optional for mypy
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
 

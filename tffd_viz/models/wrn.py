@@ -28,7 +28,8 @@ class WideBasicBlock(nn.Module):
         self.drop_rate = drop_rate
         self.equal_in_out = in_planes == out_planes
         self.convShortcut = (
-            None if self.equal_in_out
+            None
+            if self.equal_in_out
             else nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
         )
 
@@ -47,10 +48,14 @@ class NetworkBlock(nn.Module):
 
     def __init__(self, nb_layers: int, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0):
         super().__init__()
-        self.layer = nn.Sequential(*[
-            WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate)
-            for i in range(nb_layers)
-        ])
+        self.layer = nn.Sequential(
+            *[
+                WideBasicBlock(
+                    in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate
+                )
+                for i in range(nb_layers)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -65,8 +70,9 @@ class WideResNet(ZooModel):
 
     default_taps = ("block1", "block2", "block3")
 
-    def __init__(self, depth: int, widen_factor: int, num_classes: int = 100, in_chans: int = 3,
-                 drop_rate: float = 0.0):
+    def __init__(
+        self, depth: int, widen_factor: int, num_classes: int = 100, in_chans: int = 3, drop_rate: float = 0.0
+    ):
         super().__init__(num_classes=num_classes, in_chans=in_chans)
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4 (16, 22, 28, 40, ...), got {depth}")

@@ -75,14 +75,15 @@ def cka_rows(cka_ab: Mapping[str, float], seed_values: Mapping[str, Sequence[flo
         seeds = [float(v) for v in seed_values.get(layer, ())]
         d = 1.0 - float(value)
         if seeds:
+            size = 1.0 - min(seeds)
             noise = Noise(
-                1.0 - min(seeds),
+                size,
                 "seeds",
                 f"1 − min seed-to-seed CKA over {len(seeds)} pairs ({min(seeds):.3f}–{max(seeds):.3f})",
             )
             verdict = (
-                f"B's layer departs from A's more than two seeds do (1 − CKA {d:.3g} > {noise.size:.3g})"
-                if d > noise.size
+                f"B's layer departs from A's more than two seeds do (1 − CKA {d:.3g} > {size:.3g})"
+                if d > size
                 else f"within seeds noise: two seeds differ as much (CKA {value:.3f}; seed-to-seed "
                 f"{min(seeds):.3f}–{max(seeds):.3f})"
             )

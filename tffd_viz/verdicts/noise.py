@@ -45,6 +45,13 @@ def _var(values: Sequence[float]) -> float | None:
     return statistics.variance(finite) if len(finite) >= 2 else None
 
 
+def _both_sides(a: float | None, b: float | None) -> tuple[float, float] | None:
+    """Return ``(a, b)`` with a missing side taking the other's value; None when both are missing."""
+    if a is None:
+        return None if b is None else (b, b)
+    return (a, a) if b is None else (a, b)
+
+
 def seed_noise(values_a: Sequence[float], values_b: Sequence[float], of_means: bool = False) -> Noise:
     """Noise of a difference between one run of A's and one run of B's configuration, from the seeds.
 
@@ -63,11 +70,10 @@ def seed_noise(values_a: Sequence[float], values_b: Sequence[float], of_means: b
     Noise
         ``NO_NOISE`` when neither configuration has two seeds.
     """
-    va, vb = _var(values_a), _var(values_b)
-    if va is None and vb is None:
+    variances = _both_sides(_var(values_a), _var(values_b))
+    if variances is None:
         return NO_NOISE
-    va = vb if va is None else va
-    vb = va if vb is None else vb
+    va, vb = variances
     if of_means:
         na, nb = max(1, len(values_a)), max(1, len(values_b))
         return Noise(
@@ -88,13 +94,12 @@ def batch_noise(std_a: float | None, std_b: float | None, batches: int | None = 
     """
     sa = None if std_a is None or not math.isfinite(std_a) else float(std_a)
     sb = None if std_b is None or not math.isfinite(std_b) else float(std_b)
-    if sa is None and sb is None:
+    stds = _both_sides(sa, sb)
+    if stds is None:
         return NO_NOISE
-    sa = sb if sa is None else sa
-    sb = sa if sb is None else sb
     over = f" over {batches} batches" if batches else ""
     return Noise(
-        NOISE_SIGMAS * math.hypot(sa, sb), "batches", f"{NOISE_SIGMAS:g}·√(s_A² + s_B²), s the std{over}"
+        NOISE_SIGMAS * math.hypot(*stds), "batches", f"{NOISE_SIGMAS:g}·√(s_A² + s_B²), s the std{over}"
     )
 
 

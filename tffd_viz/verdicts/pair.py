@@ -65,14 +65,17 @@ def pair_comparison(
     heldouts = heldouts or {}
     seeds = seeds or {}
     seed_heldouts = seed_heldouts or {}
-    kw = {"split": split, "batch_size": batch_size, "min_batches": min_batches}
-
     sub = dataset
     if max_images is not None and len(dataset) > max_images:
-        sub = ImageDataset(dataset.images[:max_images], dataset.labels[:max_images], dataset.mean, dataset.std)
+        sub = ImageDataset(
+            dataset.images[:max_images], dataset.labels[:max_images], dataset.mean, dataset.std
+        )
 
     def measured(model: nn.Module, held: Mapping[str, Any] | None) -> dict[str, Any]:
-        return model_measures(model, dataset, {"heldout_terms": held} if held else None, subset=sub, **kw)
+        card = {"heldout_terms": held} if held else None
+        return model_measures(
+            model, dataset, card, split=split, batch_size=batch_size, min_batches=min_batches, subset=sub
+        )
 
     measures = {k: measured(models[k], heldouts.get(k)) for k in ("A", "B")}
     seed_measures: dict[str, list[dict[str, Any]]] = {}
@@ -82,12 +85,13 @@ def pair_comparison(
         seed_measures[k] = [measures[k]] + [measured(m, h) for m, h in zip(others, helds)]
     images = sub.normalized()
     taps = {k: list(measures[k]["heldout"]["intra"]) for k in ("A", "B")}
-    cka_kw = {"batch_size": cka_batch}
-    cka_ab = cka_diagonal(models["A"], models["B"], images, taps["A"], taps["B"], **cka_kw)
+    cka_ab = cka_diagonal(models["A"], models["B"], images, taps["A"], taps["B"], batch_size=cka_batch)
     cka_seeds: dict[str, list[float]] = {}
     for k in ("A", "B"):
         if seeds.get(k):
-            for layer, values in seed_cka([models[k], *seeds[k]], images, taps[k], **cka_kw).items():
+            for layer, values in seed_cka(
+                [models[k], *seeds[k]], images, taps[k], batch_size=cka_batch
+            ).items():
                 cka_seeds.setdefault(layer, []).extend(values)
     rows = what_changed(
         measures["A"], measures["B"], seed_measures["A"], seed_measures["B"], cka_ab, cka_seeds
@@ -115,14 +119,21 @@ def pair_comparison(
 
 
 def pair_comparison_on(
-    models: Mapping[str, nn.Module], dataset: str, root: str | None = None, *, split: str = "test",
-    image_size: int | None = None, **kw: Any
+    models: Mapping[str, nn.Module],
+    dataset: str,
+    root: str | None = None,
+    *,
+    split: str = "test",
+    image_size: int | None = None,
+    **kw: Any,
 ) -> dict[str, Any]:
     """:func:`pair_comparison` on a split named by dataset (``load_dataset(dataset, root, image_size=image_size)
     .split(split)``; ``image_size`` 224 is the lazily decoded image folder of the torchvision architectures)."""
     from tffd_viz.data import load_dataset
 
-    return pair_comparison(models, load_dataset(dataset, root, image_size=image_size).split(split), split=split, **kw)
+    return pair_comparison(
+        models, load_dataset(dataset, root, image_size=image_size).split(split), split=split, **kw
+    )
 
 
 def noise_table(

@@ -48,7 +48,6 @@ QUANTITIES: dict[str, tuple[str, str, str]] = {
 """Row key -> (label, part of :func:`model_measures`, field), in table order."""
 
 
-
 def _value(measures: Mapping[str, Any], part: str, fieldname: str, item: str) -> float | None:
     entry = measures[part].get(fieldname)
     v = entry if item == "" else (entry or {}).get(item)
@@ -139,12 +138,11 @@ def what_changed(
             if key in ("intra", "inter"):
                 la, lb = _value(a, part, f"{key}_rel", item), _value(b, part, f"{key}_rel", item)
                 rel_noise = _noise(f"{key}_rel", item, a, b, seeds_a, seeds_b, of_means)
-                ratio = (vb / lb) / (va / la) if None not in (va, vb, la, lb) and la and lb and va else None
-                verdict = (
-                    term_verdict((va, vb, noise), (la, lb, rel_noise), ratio)
-                    if None not in (va, vb, la, lb)
-                    else difference_verdict(va, vb, noise)
-                )
+                if va is not None and vb is not None and la is not None and lb is not None:
+                    ratio = (vb / lb) / (va / la) if la and lb and va else None
+                    verdict = term_verdict((va, vb, noise), (la, lb, rel_noise), ratio)
+                else:
+                    verdict = difference_verdict(va, vb, noise)
             else:
                 verdict = difference_verdict(va, vb, noise)
             rows.append(_row(key, item, va, vb, noise, verdict))

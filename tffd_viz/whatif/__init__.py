@@ -8,7 +8,7 @@ From a starting model, :class:`WhatIf` runs three short fine-tunes from the *sam
   noise floor against which the Tf-FD arm's difference from ``control`` is read.
 
 ``control`` and ``tffd`` draw the same batches and augmentations (one seeded generator each, same seed, with
-:func:`tffd_viz.train._epoch_draws` and :func:`tffd_viz.train.augment_batch`); every step is
+:func:`tffd_viz.train.epoch_draws` and :func:`tffd_viz.train.augment_batch`); every step is
 :func:`tffd_viz.train.train_step` (BatchNorm in train mode), with SGD at the card recipe's momentum, Nesterov
 flag and weight decay, the recipe's batch size and a constant learning rate (default: a tenth of the recipe's
 peak lr). The arms advance together, step by step, so a run stopped early compares them at the same step.
@@ -40,7 +40,6 @@ from tffd_viz.whatif.cli import (
     heldout_rows,
     run_whatif,
     whatif_html,
-    whatif_rows,
     write_rows_csv,
 )
 from tffd_viz.whatif.config import (
@@ -57,8 +56,23 @@ from tffd_viz.whatif.config import (
 from tffd_viz.whatif.run import WhatIf
 
 __all__ = [
-    "ARMS", "ARM_LABELS", "DEFAULT_HELDOUT_N", "DEFAULT_STEPS", "LR_FRACTION", "WhatIf", "WhatIfConfig",
-    "add_whatif_arguments", "checkpoint_file", "compare_arms", "default_steps", "heldout_rows", "heldout_subset",
-    "run_whatif", "train_command", "whatif_answer", "whatif_html", "whatif_rows", "whatif_settings",
+    "ARMS",
+    "ARM_LABELS",
+    "DEFAULT_HELDOUT_N",
+    "DEFAULT_STEPS",
+    "LR_FRACTION",
+    "WhatIf",
+    "WhatIfConfig",
+    "add_whatif_arguments",
+    "checkpoint_file",
+    "compare_arms",
+    "default_steps",
+    "heldout_rows",
+    "heldout_subset",
+    "run_whatif",
+    "train_command",
+    "whatif_answer",
+    "whatif_html",
+    "whatif_settings",
     "write_rows_csv",
 ]

@@ -14,8 +14,10 @@ from tffd_viz.whatif.config import ARMS
 
 #: Families of the comparison: (result key, label, scale).
 _FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("intra", "intra", "raw"), ("inter", "inter", "raw"),
-    ("intra_rel", "intra", "relative"), ("inter_rel", "inter", "relative"),
+    ("intra", "intra", "raw"),
+    ("inter", "inter", "raw"),
+    ("intra_rel", "intra", "relative"),
+    ("inter_rel", "inter", "relative"),
 )
 
 
@@ -55,16 +57,36 @@ def compare_arms(start: Mapping[str, Any], end: Mapping[str, Mapping[str, Any]])
     """
     rows: list[dict[str, Any]] = []
 
-    def add(family: str, term: str, scale: str, values: dict[str, float | None], stds: dict[str, float | None],
-            relative: bool) -> None:
+    def add(
+        family: str,
+        term: str,
+        scale: str,
+        values: dict[str, float | None],
+        stds: dict[str, float | None],
+        relative: bool,
+    ) -> None:
         change = _change(values["control"], values["tffd"], relative)
         noise = _change(values["control"], values["control2"], relative)
         noise = None if noise is None else abs(noise)
-        quantity = "accuracy" if family == "accuracy" else f"{family} {term}" + (" (relative)" if scale == "relative"
-                                                                               else "")
-        rows.append({"quantity": quantity, "family": family, "term": term, "scale": scale, **values,
-                     "control_std": stds.get("control"), "tffd_std": stds.get("tffd"), "change": change,
-                     "noise": noise, "beyond_noise": None if change is None or noise is None else abs(change) > noise})
+        quantity = (
+            "accuracy"
+            if family == "accuracy"
+            else f"{family} {term}" + (" (relative)" if scale == "relative" else "")
+        )
+        rows.append(
+            {
+                "quantity": quantity,
+                "family": family,
+                "term": term,
+                "scale": scale,
+                **values,
+                "control_std": stds.get("control"),
+                "tffd_std": stds.get("tffd"),
+                "change": change,
+                "noise": noise,
+                "beyond_noise": None if change is None or noise is None else abs(change) > noise,
+            }
+        )
 
     acc = {"start": start["accuracy"], **{a: end[a]["accuracy"] for a in ARMS}}
     add("accuracy", "top-1 %", "raw", acc, {}, relative=False)
@@ -72,10 +94,19 @@ def compare_arms(start: Mapping[str, Any], end: Mapping[str, Mapping[str, Any]])
         terms = list(start[key])
         for term in terms:
             values = {"start": start[key][term], **{a: end[a][key][term] for a in ARMS}}
-            add(family, term, scale, values, {a: end[a][f"{key}_std"][term] for a in ("control", "tffd")}, True)
+            add(
+                family,
+                term,
+                scale,
+                values,
+                {a: end[a][f"{key}_std"][term] for a in ("control", "tffd")},
+                True,
+            )
         if len(terms) > 1:
-            means = {"start": _mean([start[key][t] for t in terms]),
-                     **{a: _mean([end[a][key][t] for t in terms]) for a in ARMS}}
+            means = {
+                "start": _mean([start[key][t] for t in terms]),
+                **{a: _mean([end[a][key][t] for t in terms]) for a in ARMS},
+            }
             add(family, "mean", scale, means, {}, True)
     return rows
 
@@ -116,11 +147,13 @@ def whatif_answer(result: Mapping[str, Any]) -> str:
     """
     s, rows = result["settings"], result["comparison"]
     by = {(r["family"], r["term"], r["scale"]): r for r in rows}
-    lines = [f"After {result['step']} steps per arm (lr {s['lr']:g}, batch {s['batch_size']}, momentum "
-             f"{s['momentum']:g}, weight decay {s['weight_decay']:g}), λ_intra {s['lambda_intra']:g} on "
-             f"{', '.join(s['stages']) or 'no stage'}, λ_inter {s['lambda_inter']:g} on "
-             f"{', '.join(s['pairs']) or 'no pair'}; held-out: {result['start']['n']} test images, eval mode, ± = standard "
-             f"deviation over its {result['start']['batches']} batches."]
+    lines = [
+        f"After {result['step']} steps per arm (lr {s['lr']:g}, batch {s['batch_size']}, momentum "
+        f"{s['momentum']:g}, weight decay {s['weight_decay']:g}), λ_intra {s['lambda_intra']:g} on "
+        f"{', '.join(s['stages']) or 'no stage'}, λ_inter {s['lambda_inter']:g} on "
+        f"{', '.join(s['pairs']) or 'no pair'}; held-out: {result['start']['n']} test images, eval mode, ± = standard "
+        f"deviation over its {result['start']['batches']} batches."
+    ]
     shown: list[tuple[str, str]] = []
     for family, terms in (("intra", s["stages"]), ("inter", s["pairs"])):
         if s[f"lambda_{family}"] > 0 and terms:
@@ -131,18 +164,28 @@ def whatif_answer(result: Mapping[str, Any]) -> str:
         shown = [(f, "mean") for f in ("intra", "inter") if (f, "mean", "raw") in by]
     for family, term in shown:
         raw, rel = by[(family, term, "raw")], by.get((family, term, "relative"))
-        name = f"{term} {family} term" if term != "mean" else f"{family} terms, mean over {(family == 'intra' and 'stages') or 'pairs'}"
-        line = (f"{name} (held-out): control {_fmt(raw['control'])}{_pm(raw['control_std'])}, Tf-FD arm "
-                f"{_fmt(raw['tffd'])}{_pm(raw['tffd_std'])} "
-                f"({_signed(raw['change'], ' %')}), noise floor ±{_fmt(raw['noise'], 2)} %{_verdict(raw)}")
+        name = (
+            f"{term} {family} term"
+            if term != "mean"
+            else f"{family} terms, mean over {(family == 'intra' and 'stages') or 'pairs'}"
+        )
+        line = (
+            f"{name} (held-out): control {_fmt(raw['control'])}{_pm(raw['control_std'])}, Tf-FD arm "
+            f"{_fmt(raw['tffd'])}{_pm(raw['tffd_std'])} "
+            f"({_signed(raw['change'], ' %')}), noise floor ±{_fmt(raw['noise'], 2)} %{_verdict(raw)}"
+        )
         if rel is not None:
-            line += (f"; relative to the maps' mean square: {_fmt(rel['control'])} vs {_fmt(rel['tffd'])} "
-                     f"({_signed(rel['change'], ' %')}, noise ±{_fmt(rel['noise'], 2)} %){_verdict(rel)}")
+            line += (
+                f"; relative to the maps' mean square: {_fmt(rel['control'])} vs {_fmt(rel['tffd'])} "
+                f"({_signed(rel['change'], ' %')}, noise ±{_fmt(rel['noise'], 2)} %){_verdict(rel)}"
+            )
         lines.append(line)
     acc = by[("accuracy", "top-1 %", "raw")]
-    lines.append(f"accuracy (held-out): control {_fmt(acc['control'], 4)} %, Tf-FD arm {_fmt(acc['tffd'], 4)} % "
-                 f"({_signed(acc['change'], ' pt')}), noise floor ±{_fmt(acc['noise'], 2)} pt{_verdict(acc)}; "
-                 f"start {_fmt(acc['start'], 4)} %")
+    lines.append(
+        f"accuracy (held-out): control {_fmt(acc['control'], 4)} %, Tf-FD arm {_fmt(acc['tffd'], 4)} % "
+        f"({_signed(acc['change'], ' pt')}), noise floor ±{_fmt(acc['noise'], 2)} pt{_verdict(acc)}; "
+        f"start {_fmt(acc['start'], 4)} %"
+    )
     lines.append(f"Train with these settings for real: {result['command']}")
     return "\n".join(lines)
 
@@ -170,15 +213,33 @@ def train_command(settings: Mapping[str, Any], out: str | None = None, data_root
     li, le = settings["lambda_intra"], settings["lambda_inter"]
     method = "tffd" if li > 0 or le > 0 else "baseline"
     seed = 0 if cfg is None else cfg.seed
-    words = ["tffd-viz", "train", "--recipe", settings["recipe"], "--arch", str(settings["arch"]),
-             "--dataset", settings["dataset"], "--method", method, "--lambda-intra", f"{li:g}",
-             "--lambda-inter", f"{le:g}"]
+    words = [
+        "tffd-viz",
+        "train",
+        "--recipe",
+        settings["recipe"],
+        "--arch",
+        str(settings["arch"]),
+        "--dataset",
+        settings["dataset"],
+        "--method",
+        method,
+        "--lambda-intra",
+        f"{li:g}",
+        "--lambda-inter",
+        f"{le:g}",
+    ]
     if stages is not None:
         words += ["--stages", ",".join(map(str, stages)) or "none"]
     if pairs is not None:
         words += ["--pairs", ",".join(f"{a}-{b}" for a, b in pairs) or "none"]
     if data_root:
         words += ["--data-root", str(data_root)]
-    words += ["--seed", str(seed), "--out",
-              out or f"runs/{settings['dataset']}_{settings['arch']}_{method}_li{li:g}_le{le:g}_s{seed}.safetensors"]
+    words += [
+        "--seed",
+        str(seed),
+        "--out",
+        out
+        or f"runs/{settings['dataset']}_{settings['arch']}_{method}_li{li:g}_le{le:g}_s{seed}.safetensors",
+    ]
     return shlex.join(words)

@@ -6,14 +6,10 @@ Part of :mod:`tffd_viz.whatif`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from tffd_viz.data import DatasetBundle
 from tffd_viz.errors import TffdVizError
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
 from tffd_viz.whatif.answer import train_command, whatif_answer
@@ -34,8 +30,10 @@ def heldout_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     ``energy_<tap>``, ``heldout_n``.
     """
     out = []
-    for phase, step, per_arm in (("heldout_start", 0, {a: result["start"] for a in ARMS}),
-                                 ("heldout_end", result["step"], result["end"])):
+    for phase, step, per_arm in (
+        ("heldout_start", 0, {a: result["start"] for a in ARMS}),
+        ("heldout_end", result["step"], result["end"]),
+    ):
         for arm in ARMS:
             h = per_arm[arm]
             row: dict[str, Any] = {"arm": arm, "phase": phase, "step": step, "accuracy": h["accuracy"]}
@@ -45,19 +43,6 @@ def heldout_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             row["heldout_n"] = h["n"]
             out.append(row)
     return out
-
-
-def whatif_rows(model: nn.Module, bundle: DatasetBundle, config: WhatIfConfig = WhatIfConfig(),
-                card: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-    """Run a what-if and yield its rows: one per arm and step as they come, then :func:`heldout_rows`.
-
-    The generator for notebooks: ``pd.DataFrame(whatif_rows(model, load_dataset("digits"), cfg, card))``.
-    Validation errors are raised at the first ``next`` (before any step).
-    """
-    w = WhatIf(model, bundle, config, card)
-    yield from w.run()
-    yield from heldout_rows(w.result())
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,7 +67,9 @@ def checkpoint_file(name: str) -> Path:
     shipped = _SHIPPED / f"{name.removesuffix('.safetensors')}.safetensors"
     if shipped.is_file():
         return shipped
-    raise TffdVizError(f"no checkpoint {name!r}: not a file, and not a shipped name ({shipped} does not exist)")
+    raise TffdVizError(
+        f"no checkpoint {name!r}: not a file, and not a shipped name ({shipped} does not exist)"
+    )
 
 
 def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -103,38 +90,54 @@ def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 def whatif_html(rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """One self-contained HTML page of a what-if: the answer, the comparison table, the curves and the held-out
-    figure (:mod:`tffd_viz.plots_whatif`), rendered by :func:`tffd_viz.report.render_html`."""
+    figure (:mod:`tffd_viz.plots.whatif`), rendered by :func:`tffd_viz.report.render_html`."""
     import pandas as pd
 
-    from tffd_viz.plots_whatif import whatif_curves_figure, whatif_heldout_figure
+    from tffd_viz.plots import whatif_curves_figure, whatif_heldout_figure
     from tffd_viz.report import ReportSection, ReportTable, render_html
 
     comparison = pd.DataFrame(result["comparison"])
     settings = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in result["settings"].items()])
     section = ReportSection(
-        id="whatif", title="Try a lambda: short fine-tunes from one model", intro=whatif_answer(result).replace(
-            "\n", "\n\n"),
-        figures=[whatif_curves_figure(list(rows), total_steps=result["settings"]["steps"]),
-                 whatif_heldout_figure(result)],
-        tables=[ReportTable("Held-out comparison (change and noise: % of control; accuracy: points)", comparison),
-                ReportTable("Settings", settings)])
+        id="whatif",
+        title="Try a lambda: short fine-tunes from one model",
+        intro=whatif_answer(result).replace("\n", "\n\n"),
+        figures=[
+            whatif_curves_figure(list(rows), total_steps=result["settings"]["steps"]),
+            whatif_heldout_figure(result),
+        ],
+        tables=[
+            ReportTable("Held-out comparison (change and noise: % of control; accuracy: points)", comparison),
+            ReportTable("Settings", settings),
+        ],
+    )
     return render_html([section], title="Tf-FD what-if", meta=meta)
 
 
 def add_whatif_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``tffd-viz whatif``."""
-    p.add_argument("--a", required=True, metavar="CKPT", help="starting model: a checkpoint path or a shipped name")
+    p.add_argument(
+        "--a", required=True, metavar="CKPT", help="starting model: a checkpoint path or a shipped name"
+    )
     p.add_argument("--lambda-intra", type=float, default=PAPER_LAMBDA_INTRA, help="λ_intra of the Tf-FD arm")
     p.add_argument("--lambda-inter", type=float, default=PAPER_LAMBDA_INTER, help="λ_inter of the Tf-FD arm")
     p.add_argument("--stages", default=None, help="taps taking the intra term, comma list ('all', 'none')")
-    p.add_argument("--pairs", default=None, help="inter-term pairs shallow-deep, e.g. '0-1,1-2' ('all', 'none')")
+    p.add_argument(
+        "--pairs", default=None, help="inter-term pairs shallow-deep, e.g. '0-1,1-2' ('all', 'none')"
+    )
     p.add_argument("--steps", type=int, default=None, help="steps per arm (default: 100 for digits, else 30)")
-    p.add_argument("--lr", type=float, default=None, help="constant lr (default: a tenth of the recipe's peak lr)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="constant lr (default: a tenth of the recipe's peak lr)"
+    )
     p.add_argument("--seed", type=int, default=0, help="batch-order seed of the control and Tf-FD arms")
-    p.add_argument("--noise-seed", type=int, default=None, help="batch-order seed of the second control (seed + 1)")
+    p.add_argument(
+        "--noise-seed", type=int, default=None, help="batch-order seed of the second control (seed + 1)"
+    )
     p.add_argument("--heldout-n", type=int, default=DEFAULT_HELDOUT_N, help="held-out test images (2000)")
     p.add_argument("--dataset", default=None, help="default: the model card's dataset")
-    p.add_argument("--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)")
+    p.add_argument(
+        "--data-root", default=None, help="data root for CIFAR / image folders ($TFFD_DATA, ./data)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--out", default="whatif.csv", help="CSV of the rows; the HTML figure goes beside it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -146,15 +149,23 @@ def run_whatif(args: argparse.Namespace) -> int:
 
     from tffd_viz.checkpoints import load_checkpoint
     from tffd_viz.data import load_dataset
+    from tffd_viz.devices import resolved_device
     from tffd_viz.train import parse_pairs, parse_stages
 
     stages, pairs = parse_stages(args.stages), parse_pairs(args.pairs)
-    config = WhatIfConfig(lambda_intra=args.lambda_intra, lambda_inter=args.lambda_inter,
-                          stages=None if stages is None else tuple(stages),
-                          pairs=None if pairs is None else tuple(tuple(p) for p in pairs), steps=args.steps,
-                          lr=args.lr, seed=args.seed, noise_seed=args.noise_seed, heldout_n=args.heldout_n).check()
+    config = WhatIfConfig(
+        lambda_intra=args.lambda_intra,
+        lambda_inter=args.lambda_inter,
+        stages=None if stages is None else tuple(stages),
+        pairs=None if pairs is None else tuple((a, b) for a, b in pairs),
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        noise_seed=args.noise_seed,
+        heldout_n=args.heldout_n,
+    ).check()
     path = checkpoint_file(args.a)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolved_device(args.device, unavailable="raise").device)
     model, card = load_checkpoint(str(path), device=device)
     dataset = args.dataset or card.get("dataset") or "digits"
     w = WhatIf(model, load_dataset(dataset, args.data_root), config, card=card)
@@ -173,8 +184,10 @@ def run_whatif(args: argparse.Namespace) -> int:
     out = Path(args.out)
     csv_path = write_rows_csv([*w.rows, *heldout_rows(result)], out.with_suffix(".csv"))
     html_path = out.with_suffix(".html")
-    html_path.write_text(whatif_html(w.rows, result, {"model": str(path), "dataset": dataset, "device": device}),
-                         encoding="utf-8")
+    html_path.write_text(
+        whatif_html(w.rows, result, {"model": str(path), "dataset": dataset, "device": device}),
+        encoding="utf-8",
+    )
     print(whatif_answer(result))
     print(f"rows: {csv_path}\nfigure: {html_path}")
     return 0

@@ -15,15 +15,19 @@ from tffd_viz.errors import TffdVizError
 from tffd_viz.losses import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
 from tffd_viz.train import (
     RECIPES,
-    _resolved_stages,
     config_from_recipe,
+    resolved_stages,
 )
+from tffd_viz.types import StageKey
 
 #: The arms, in the order they step and are reported.
 ARMS: tuple[str, ...] = ("control", "tffd", "control2")
 #: Legend label of each arm.
-ARM_LABELS: dict[str, str] = {"control": "control (CE only)", "tffd": "Tf-FD arm",
-                              "control2": "control, other batch order"}
+ARM_LABELS: dict[str, str] = {
+    "control": "control (CE only)",
+    "tffd": "Tf-FD arm",
+    "control2": "control, other batch order",
+}
 #: Default number of steps per dataset (a few seconds for digits/resnet8, about 30 s for CIFAR/resnet20 on 2 cores).
 DEFAULT_STEPS: dict[str, int] = {"digits": 100}
 FALLBACK_STEPS = 30
@@ -32,7 +36,16 @@ DEFAULT_HELDOUT_N = 2000
 #: Default constant learning rate as a fraction of the recipe's peak lr.
 LR_FRACTION = 0.1
 #: Recipe options the fine-tune takes from the card's ``hparams`` (else from the recipe).
-_RECIPE_KEYS = ("batch_size", "momentum", "nesterov", "weight_decay", "crop_padding", "padding_mode", "flip", "lr")
+_RECIPE_KEYS = (
+    "batch_size",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "crop_padding",
+    "padding_mode",
+    "flip",
+    "lr",
+)
 
 
 def default_steps(dataset: str) -> int:
@@ -68,8 +81,8 @@ class WhatIfConfig:
 
     lambda_intra: float = PAPER_LAMBDA_INTRA
     lambda_inter: float = PAPER_LAMBDA_INTER
-    stages: tuple[str | int, ...] | None = None
-    pairs: tuple[tuple[str | int, str | int], ...] | None = None
+    stages: tuple[StageKey, ...] | None = None
+    pairs: tuple[tuple[StageKey, StageKey], ...] | None = None
     steps: int | None = None
     lr: float | None = None
     seed: int = 0
@@ -82,19 +95,26 @@ class WhatIfConfig:
         for name in ("lambda_intra", "lambda_inter"):
             v = getattr(self, name)
             if not _finite(v) or v < 0:
-                raise TffdVizError(f"{name} = {v!r} is not allowed: a finite number >= 0 (0 switches the family off)")
+                raise TffdVizError(
+                    f"{name} = {v!r} is not allowed: a finite number >= 0 (0 switches the family off)"
+                )
         if self.steps is not None and not (_whole(self.steps) and self.steps >= 1):
             raise TffdVizError(f"steps = {self.steps!r} is not allowed: a whole number >= 1")
         if self.lr is not None and not (_finite(self.lr) and 0 < self.lr <= 10):
             raise TffdVizError(f"lr = {self.lr!r} is not allowed: a finite number in (0, 10]")
         if not (_whole(self.seed) and self.seed >= 0):
             raise TffdVizError(f"seed = {self.seed!r} is not allowed: a whole number >= 0")
-        if self.noise_seed is not None and not (_whole(self.noise_seed) and self.noise_seed >= 0
-                                                and self.noise_seed != self.seed):
-            raise TffdVizError(f"noise_seed = {self.noise_seed!r} is not allowed: a whole number >= 0 other than "
-                               f"seed ({self.seed}); the second control needs another batch order")
+        if self.noise_seed is not None and not (
+            _whole(self.noise_seed) and self.noise_seed >= 0 and self.noise_seed != self.seed
+        ):
+            raise TffdVizError(
+                f"noise_seed = {self.noise_seed!r} is not allowed: a whole number >= 0 other than "
+                f"seed ({self.seed}); the second control needs another batch order"
+            )
         if not (_whole(self.heldout_n) and self.heldout_n >= 8):
-            raise TffdVizError(f"heldout_n = {self.heldout_n!r} is not allowed: a whole number of images >= 8")
+            raise TffdVizError(
+                f"heldout_n = {self.heldout_n!r} is not allowed: a whole number of images >= 8"
+            )
         return self
 
 
@@ -113,8 +133,9 @@ def _recipe_name(card: Mapping[str, Any], dataset: str) -> str:
     return "digits" if dataset == "digits" else "paper"
 
 
-def whatif_settings(card: Mapping[str, Any] | None, dataset: str, config: WhatIfConfig,
-                    taps: Sequence[str]) -> dict[str, Any]:
+def whatif_settings(
+    card: Mapping[str, Any] | None, dataset: str, config: WhatIfConfig, taps: Sequence[str]
+) -> dict[str, Any]:
     """The effective settings of a what-if, every one shown to the user.
 
     Parameters
@@ -144,31 +165,47 @@ def whatif_settings(card: Mapping[str, Any] | None, dataset: str, config: WhatIf
     config.check()
     card = dict(card or {})
     recipe = _recipe_name(card, dataset)
-    hp = {**RECIPES[recipe], **{k: v for k, v in (card.get("hparams") or {}).items() if k in RECIPES["paper"]}}
+    hp = {
+        **RECIPES[recipe],
+        **{k: v for k, v in (card.get("hparams") or {}).items() if k in RECIPES["paper"]},
+    }
     if "padding_mode" not in (card.get("hparams") or {}) and card.get("hparams"):
         hp["padding_mode"] = "zeros"  # cards written before the option existed were trained with zero padding
     method = "tffd" if (config.lambda_intra > 0 or config.lambda_inter > 0) else "baseline"
     overrides = {k: hp[k] for k in hp if k not in ("arch", "dataset", "lambda_intra", "lambda_inter")}
     arch = card.get("arch") or hp.get("arch")
     train_cfg = config_from_recipe(
-        recipe, **overrides, arch=arch, dataset=dataset, method=method, lambda_intra=float(config.lambda_intra),
-        lambda_inter=float(config.lambda_inter), seed=int(card.get("seed") or 0),
+        recipe,
+        **overrides,
+        arch=arch,
+        dataset=dataset,
+        method=method,
+        lambda_intra=float(config.lambda_intra),
+        lambda_inter=float(config.lambda_inter),
+        seed=int(card.get("seed") or 0),
         stages=None if config.stages is None else list(config.stages),
-        pairs=None if config.pairs is None else [tuple(p) for p in config.pairs])
-    stages, pairs = _resolved_stages(train_cfg, list(taps))
-    train_cfg.stages = None if config.stages is None else stages
-    train_cfg.pairs = None if config.pairs is None else pairs
+        pairs=None if config.pairs is None else [tuple(p) for p in config.pairs],
+    )
+    stages, pairs = resolved_stages(train_cfg, list(taps))
+    train_cfg.stages = None if config.stages is None else list(stages)  # typed list[StageKey], as TrainConfig
+    train_cfg.pairs = None if config.pairs is None else list(pairs)
     lr = float(config.lr) if config.lr is not None else float(f"{LR_FRACTION * float(hp['lr']):.6g}")
     return {
-        "recipe": recipe, "arch": arch, "dataset": dataset,
-        "lambda_intra": float(config.lambda_intra), "lambda_inter": float(config.lambda_inter),
-        "stages": stages, "pairs": [f"{a}->{b}" for a, b in pairs],
+        "recipe": recipe,
+        "arch": arch,
+        "dataset": dataset,
+        "lambda_intra": float(config.lambda_intra),
+        "lambda_inter": float(config.lambda_inter),
+        "stages": stages,
+        "pairs": [f"{a}->{b}" for a, b in pairs],
         "steps": int(config.steps) if config.steps is not None else default_steps(dataset),
-        "lr": lr, "recipe_lr": float(hp["lr"]),
+        "lr": lr,
+        "recipe_lr": float(hp["lr"]),
         **{k: getattr(train_cfg, k) for k in _RECIPE_KEYS if k != "lr"},
-        "seed": int(config.seed), "noise_seed": int(config.noise_seed if config.noise_seed is not None
-                                                    else config.seed + 1),
-        "heldout_n": int(config.heldout_n), "train_config": train_cfg,
+        "seed": int(config.seed),
+        "noise_seed": int(config.noise_seed if config.noise_seed is not None else config.seed + 1),
+        "heldout_n": int(config.heldout_n),
+        "train_config": train_cfg,
     }
 
 

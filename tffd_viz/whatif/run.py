@@ -22,8 +22,8 @@ from tffd_viz.losses import TfFD
 from tffd_viz.models import default_taps
 from tffd_viz.train import (
     TrainConfig,
-    _epoch_draws,
     augment_batch,
+    epoch_draws,
     train_step,
 )
 from tffd_viz.whatif.answer import compare_arms, train_command
@@ -36,7 +36,7 @@ def _draws(n: int, cfg: TrainConfig, seed: int) -> Iterator[tuple[Tensor, Tensor
     batches of ``cfg.batch_size`` (the last one of an epoch shorter), epoch after epoch."""
     gen = torch.Generator().manual_seed(int(seed))
     while True:
-        perm, offsets, flips = _epoch_draws(n, cfg, gen)
+        perm, offsets, flips = epoch_draws(n, cfg, gen)
         for start in range(0, n, cfg.batch_size):
             pos = slice(start, min(start + cfg.batch_size, n))
             yield perm[pos], None if offsets is None else offsets[pos], None if flips is None else flips[pos]
@@ -84,34 +84,55 @@ class WhatIf:
         dataset's images (input channels) or predicts another number of classes.
     """
 
-    def __init__(self, model: nn.Module, bundle: DatasetBundle, config: WhatIfConfig = WhatIfConfig(),
-                 card: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: DatasetBundle,
+        config: WhatIfConfig = WhatIfConfig(),
+        card: Mapping[str, Any] | None = None,
+    ) -> None:
         config.check()
         if not isinstance(getattr(bundle.train, "images", None), Tensor):
-            raise TffdVizError(f"the what-if trains on in-memory datasets (digits, CIFAR, 32-pixel image folders); "
-                               f"the {bundle.name} split given is decoded lazily ({type(bundle.train).__name__})")
+            raise TffdVizError(
+                f"the what-if trains on in-memory datasets (digits, CIFAR, 32-pixel image folders); "
+                f"the {bundle.name} split given is decoded lazily ({type(bundle.train).__name__})"
+            )
         self.config = config
         self.bundle = bundle
         self.taps = list(default_taps(model))
         self.settings = whatif_settings(card, bundle.name, config, self.taps)
         self.device = torch.device(config.device) if config.device is not None else model_device(model)
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        base = copy.deepcopy(model).to(device=self.device, memory_format=fmt)
+        base = copy.deepcopy(model).to(self.device).to(memory_format=fmt)
         for p in base.parameters():
             p.requires_grad_(True)
         self._check_fits(base)
         self.heldout_set = heldout_subset(bundle.test, self.settings["heldout_n"])
         s = self.settings
-        self.tffd = TfFD(s["lambda_intra"], s["lambda_inter"], stages=s["stages"],
-                         pairs=[tuple(p.split("->")) for p in s["pairs"]])
+        self.tffd = TfFD(
+            s["lambda_intra"],
+            s["lambda_inter"],
+            stages=s["stages"],
+            pairs=[tuple(p.split("->")) for p in s["pairs"]],
+        )
         self.arms: dict[str, _Arm] = {}
         for name in ARMS:
             net = copy.deepcopy(base).train()
-            opt = torch.optim.SGD(net.parameters(), lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"],
-                                  weight_decay=s["weight_decay"])
+            opt = torch.optim.SGD(
+                net.parameters(),
+                lr=s["lr"],
+                momentum=s["momentum"],
+                nesterov=s["nesterov"],
+                weight_decay=s["weight_decay"],
+            )
             seed = s["noise_seed"] if name == "control2" else s["seed"]
-            self.arms[name] = _Arm(name, net, opt, apply=name == "tffd",
-                                   batches=_draws(len(bundle.train), s["train_config"], seed))
+            self.arms[name] = _Arm(
+                name,
+                net,
+                opt,
+                apply=name == "tffd",
+                batches=_draws(len(bundle.train), s["train_config"], seed),
+            )
         self._fmt = fmt
         self._train_images = bundle.train.images.to(self.device)
         self._train_labels = bundle.train.labels.to(self.device)
@@ -129,12 +150,16 @@ class WhatIf:
             try:
                 logits = model(x)
             except (RuntimeError, TffdVizError) as exc:
-                raise TffdVizError(f"the model does not take {self.bundle.name} images of shape "
-                                   f"{tuple(x.shape[1:])} (in_chans {self.bundle.in_chans}): "
-                                   f"{str(exc).splitlines()[0]}") from None
+                raise TffdVizError(
+                    f"the model does not take {self.bundle.name} images of shape "
+                    f"{tuple(x.shape[1:])} (in_chans {self.bundle.in_chans}): "
+                    f"{str(exc).splitlines()[0]}"
+                ) from None
         if logits.ndim != 2 or logits.shape[1] != len(self.bundle.classes):
-            raise TffdVizError(f"the model predicts {tuple(logits.shape[1:])} logits per image but "
-                               f"{self.bundle.name} has {len(self.bundle.classes)} classes: pick a matching dataset")
+            raise TffdVizError(
+                f"the model predicts {tuple(logits.shape[1:])} logits per image but "
+                f"{self.bundle.name} has {len(self.bundle.classes)} classes: pick a matching dataset"
+            )
 
     # ----------------------------------------------------------------------------------------------
 
@@ -181,14 +206,25 @@ class WhatIf:
             rows = [self._step(arm) for arm in self.arms.values()]
             self.seconds += time.perf_counter() - t0
             self.step += 1
-            self.rows += rows  # before yielding: a consumer that stops mid-step leaves every arm's row recorded
+            self.rows += (
+                rows  # before yielding: a consumer that stops mid-step leaves every arm's row recorded
+            )
             yield from rows
 
     def _step(self, arm: _Arm) -> dict[str, Any]:
         x, y = self._batch(arm)
-        stats = train_step(arm.model, x, y, self.tffd, 1.0, arm.optimizer, taps=self.taps, apply_tffd=arm.apply)
-        row: dict[str, Any] = {"arm": arm.name, "phase": "train", "step": self.step + 1, "lr": stats["lr"],
-                               "ce": stats["ce"], "loss": stats["loss"], "tffd_total": stats["tffd_total"]}
+        stats = train_step(
+            arm.model, x, y, self.tffd, 1.0, arm.optimizer, taps=self.taps, apply_tffd=arm.apply
+        )
+        row: dict[str, Any] = {
+            "arm": arm.name,
+            "phase": "train",
+            "step": self.step + 1,
+            "lr": stats["lr"],
+            "ce": stats["ce"],
+            "loss": stats["loss"],
+            "tffd_total": stats["tffd_total"],
+        }
         for key, value in stats.items():
             if key.startswith(("intra/", "inter/")):
                 row[key.replace("/", "_", 1)] = value
@@ -201,8 +237,10 @@ class WhatIf:
             if self.step == 0:
                 self._end[0] = {name: self.start_heldout() for name in ARMS}
             else:
-                self._end[self.step] = {name: heldout_terms(arm.model, self.heldout_set, taps=self.taps)
-                                        for name, arm in self.arms.items()}
+                self._end[self.step] = {
+                    name: heldout_terms(arm.model, self.heldout_set, taps=self.taps)
+                    for name, arm in self.arms.items()
+                }
         return self._end[self.step]
 
     def result(self) -> dict[str, Any]:
@@ -217,8 +255,15 @@ class WhatIf:
         """
         start, end = self.start_heldout(), self.end_heldout()
         shown = {k: v for k, v in self.settings.items() if k != "train_config"}
-        return {"settings": shown, "step": self.step, "seconds": self.seconds, "start": start, "end": end,
-                "comparison": compare_arms(start, end), "command": train_command(self.settings)}
+        return {
+            "settings": shown,
+            "step": self.step,
+            "seconds": self.seconds,
+            "start": start,
+            "end": end,
+            "comparison": compare_arms(start, end),
+            "command": train_command(self.settings),
+        }
 
     def model(self, arm: str) -> nn.Module:
         """The (fine-tuned) model of an arm; one of :data:`ARMS`."""
