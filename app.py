@@ -1,8 +1,8 @@
 """tffd-viz: explore baseline vs Tf-FD-trained networks in the browser.
 
-Run with ``streamlit run app.py``. This file only declares the pages, in the order of the navigation; the shared
-sidebar lives in ``app_pages/_sidebar.py``, the caching in ``app_pages/_cache.py``, the drawing helpers in
-``app_pages/_ui.py``, and every computation in the ``tffd_viz`` library.
+Run with ``streamlit run app.py``. This file only declares the pages, in the order of the navigation; the
+shared sidebar lives in ``app_pages/_sidebar.py``, the caching in ``app_pages/_cache.py``, the drawing helpers
+in ``app_pages/_ui.py``, and every computation in the ``tffd_viz`` library.
 """
 
 import streamlit as st

@@ -45,7 +45,7 @@ class ModelRef:
     arch: str | None = None
     num_classes: int | None = None
     #: ``(data_mean, data_std, mean, std)``: the model gets the batch re-normalised from the data's statistics
-    #: to its own (an input adapter, :func:`tffd_viz.normalisation.attach_input_normalisation`); None: as it is.
+    #: to its own (an input adapter, :func:`tffd_viz.normalisation.attach_input_normalisation`); None: as is.
     input_norm: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = (
         None
     )
@@ -191,7 +191,7 @@ def model_card(ref: ModelRef) -> dict:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading dataset ...")
 def dataset(name: str, root: str | None, image_size: int | None = None) -> tdata.DatasetBundle:
-    """A dataset bundle (train/test tensors in memory; at ``image_size`` > 32 a lazily decoded image folder)."""
+    """A dataset bundle (train/test tensors in memory; at ``image_size`` > 32 a lazily read image folder)."""
     return tdata.load_dataset(name, root, image_size=image_size)
 
 
@@ -241,7 +241,7 @@ def function_key(fn: Callable[..., Any]) -> str:
 
 
 def _tensor_key(t: torch.Tensor) -> np.ndarray:
-    """What the caches hash for a tensor argument: its values as a CPU array (Streamlit cannot hash tensors)."""
+    """What the caches hash for a tensor: its values as a CPU array (Streamlit cannot hash tensors)."""
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 

@@ -35,7 +35,7 @@ SMALL_PLAN = {"large": False, "n": 512, "minibatch": 256, "note": ""}
 
 @dataclass(frozen=True)
 class CkaSettings:
-    """What a CKA page computes: on the first ``n_images`` images, which kernel and estimator, which layers."""
+    """What a CKA page computes: on the first ``n_images`` images, which kernel, estimator and layers."""
 
     n_images: int
     kind: str

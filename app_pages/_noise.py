@@ -38,8 +38,8 @@ CIFAR's 10,000, about a minute on a CPU instead of several); cards' held-out ter
 
 
 def comparison(sel: Selection) -> dict[str, Any]:
-    """:func:`tffd_viz.verdicts.pair_comparison_on` of A and B on the test split, cached; cards' held-out terms
-    are used where present, the other shipped seeds give the noise where they exist."""
+    """:func:`tffd_viz.verdicts.pair_comparison_on` of A and B on the test split, cached; cards' held-out
+    terms are used where present, the other shipped seeds give the noise where they exist."""
     seeds = {key: seed_refs(sel, key) for key in ("A", "B")}
     return cache.run(
         pair_comparison_on,

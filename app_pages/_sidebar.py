@@ -122,7 +122,7 @@ def layer_picker(sel: Selection, page: str, label: str = "Layer") -> str:
 
 
 def stages_of(ref: cache.ModelRef) -> list[str]:
-    """The stages Tf-FD trains on (the default taps), shallow to deep; none for a model the zoo has no taps for."""
+    """The stages Tf-FD trains on (the default taps), shallow to deep; none for a model without zoo taps."""
     try:
         return list(cache.run(default_taps, ref))
     except TffdVizError:
@@ -130,7 +130,7 @@ def stages_of(ref: cache.ModelRef) -> list[str]:
 
 
 def default_lambdas(sel: Selection) -> dict[str, float]:
-    """``{"lambda_intra": ..., "lambda_inter": ...}``: model B's when it is a Tf-FD model, else the paper's."""
+    """``{"lambda_intra": ..., "lambda_inter": ...}``: model B's if it is a Tf-FD model, else the paper's."""
     card = cache.model_card(sel.b)
     tffd = card.get("method") == "tffd"
     return {
@@ -156,9 +156,10 @@ class LossChoice:
 def loss_picker(sel: Selection, page: str, stages: Sequence[str], pairs: Sequence[str]) -> LossChoice:
     """Pick the lambdas (sliders over :data:`LAMBDA_GRID`) and the stages and pairs in the loss (check boxes).
 
-    Widgets ``<page>-lambda-intra``, ``<page>-lambda-inter``, ``<page>-stage-<stage>``, ``<page>-pair-<a->b>``;
-    query parameters ``<page>_lambda_intra``, ``<page>_lambda_inter`` and ``<page>_stages``, ``<page>_pairs``
-    (``a,b``: absent = all, empty = none). The lambdas default to :func:`default_lambdas`.
+    Widgets ``<page>-lambda-intra``, ``<page>-lambda-inter``, ``<page>-stage-<stage>``,
+    ``<page>-pair-<a->b>``; query parameters ``<page>_lambda_intra``, ``<page>_lambda_inter`` and
+    ``<page>_stages``, ``<page>_pairs`` (``a,b``: absent = all, empty = none). The lambdas default to
+    :func:`default_lambdas`.
     """
     lambdas: dict[str, float] = {}
     for col, (name, default) in zip(st.columns(2), default_lambdas(sel).items()):
@@ -170,8 +171,8 @@ def loss_picker(sel: Selection, page: str, stages: Sequence[str], pairs: Sequenc
                 value=wanted,
                 format_func=format_lambda,
                 key=f"{page}-{name.replace('_', '-')}",
-                help=f"Default: model B's card ({format_lambda(default)}) for a Tf-FD model, else the paper's "
-                f"{format_lambda(paper)}.",
+                help=f"Default: model B's card ({format_lambda(default)}) for a Tf-FD model, else the "
+                f"paper's {format_lambda(paper)}.",
             )
         )
         st.query_params[f"{page}_{name}"] = repr(lambdas[name])
@@ -194,8 +195,9 @@ def loss_picker(sel: Selection, page: str, stages: Sequence[str], pairs: Sequenc
 
 
 def checkpoint_folders() -> list[str]:
-    """The shipped ``checkpoints/`` folder, then the folders of ``$TFFD_CHECKPOINTS`` (``os.pathsep``-separated,
-    e.g. ``runs`` with your own ImageNet checkpoints), whose ``*.safetensors`` the model pickers list."""
+    """The shipped ``checkpoints/`` folder, then the folders of ``$TFFD_CHECKPOINTS``
+    (``os.pathsep``-separated, e.g. ``runs`` with your own ImageNet checkpoints), whose ``*.safetensors`` the
+    model pickers list."""
     extra = [f for f in os.environ.get("TFFD_CHECKPOINTS", "").split(os.pathsep) if f and os.path.isdir(f)]
     return [str(cache.CHECKPOINT_DIR), *extra]
 
@@ -210,7 +212,7 @@ def resolve_device(choice: str) -> str:
 
 
 def upload_limit_caption() -> str:
-    """The line shown under each checkpoint uploader: the limit (``MAX_UPLOAD_MB``, as ``server.maxUploadSize``)."""
+    """The line under each checkpoint uploader: the limit (``MAX_UPLOAD_MB``, as ``server.maxUploadSize``)."""
     return (
         f"Upload limit: {MAX_UPLOAD_MB} MB per file (server.maxUploadSize in .streamlit/config.toml); "
         f"larger checkpoints go into {cache.CHECKPOINT_DIR.name}/."
@@ -313,8 +315,8 @@ def _dataset_ui(card_a: dict) -> tuple[str, str | None, int | None] | None:
         st.error(f"Dataset {name!r} is not available: {exc}")
         if name in ("cifar10", "cifar100"):
             st.info(
-                "Get it with the button below (needs network; torchvision downloads about 170 MB into the data "
-                "root), or set the data root to a folder holding an image-folder tree or zip of it."
+                "Get it with the button below (needs network; torchvision downloads about 170 MB into the "
+                "data root), or set the data root to a folder holding an image-folder tree or zip of it."
             )
             if st.button(f"Download {name} through torchvision into {root}", key="download-data"):
                 with st.spinner(f"Downloading {name} ..."):
@@ -332,8 +334,9 @@ def _dataset_ui(card_a: dict) -> tuple[str, str | None, int | None] | None:
 def _normalisation_ui(
     slot: str, ref: cache.ModelRef, card: dict, bundle, batch: cache.BatchRef
 ) -> cache.ModelRef:
-    """Say how model ``slot`` normalises its inputs; for card-less files ask (a guess, batch accuracy beside each
-    choice). Returns ``ref`` with the input adapter its statistics need (unchanged when they are the data's)."""
+    """Say how model ``slot`` normalises its inputs; for card-less files ask (a guess, batch accuracy beside
+    each choice). Returns ``ref`` with the input adapter its statistics need (unchanged when they are the
+    data's)."""
     if card.get("recognised_as"):
         st.sidebar.caption(f"Model {slot} recognised as **{card['recognised_as']}**.")
     if tnorm.card_normalisation(card) is None:
@@ -347,8 +350,8 @@ def _normalisation_ui(
             index=option_index(options, query_param(f"norm_{slot.lower()}", "dataset")),
             key=f"norm-{slot}",
             format_func=lambda c: f"{tnorm.NORMALISATIONS[c]} · {accs[c]:.1f} % on the batch",
-            help="Its file does not say how its inputs were normalised. The accuracy on the sample batch under "
-            "each choice is beside it: a wrong one usually shows as a much lower accuracy.",
+            help="Its file does not say how its inputs were normalised. The accuracy on the sample batch "
+            "under each choice is beside it: a wrong one usually shows as a much lower accuracy.",
         )
         st.query_params[f"norm_{slot.lower()}"] = choice
         st.sidebar.warning(f"Model {slot}: input normalisation is a guess ({tnorm.NORMALISATIONS[choice]}).")
@@ -408,8 +411,9 @@ def sidebar() -> Selection | None:
             len(bundle.classes),
         ):
             st.error(
-                f"Model {slot} expects {card.get('in_chans')} input channel(s) and {card.get('num_classes')} "
-                f"classes, but {name} has {bundle.in_chans} and {len(bundle.classes)}: pick a matching dataset."
+                f"Model {slot} expects {card.get('in_chans')} input channel(s) "
+                f"and {card.get('num_classes')} classes, but {name} has "
+                f"{bundle.in_chans} and {len(bundle.classes)}: pick a matching dataset."
             )
             return None
 

@@ -32,8 +32,8 @@ def show_error(exc: BaseException, what: str = "") -> None:
 def show_figure(fig: go.Figure, key: str, name: str | None = None) -> None:
     """Draw a plotly figure with an HTML download (the modebar's camera button gives a PNG).
 
-    ``key`` names the chart (``<key>-figure``) and its download button (``<key>-figure-download``); ``name`` the
-    downloaded file (default ``key``).
+    ``key`` names the chart (``<key>-figure``) and its download button (``<key>-figure-download``); ``name``
+    the downloaded file (default ``key``).
     """
     st.plotly_chart(
         fig,

@@ -17,10 +17,11 @@ TARGETS = {"predicted": "each model's predicted class", "true": "the true class"
 
 st.title("Attribution")
 intro(
-    "Where in the image each model looks when it decides. **Grad-CAM** weighs a layer's channels by the gradient "
-    "of the class score and shows where the weighted activation is high (coarse, at the layer's resolution); "
-    "**Integrated Gradients** attributes the score to input pixels along a path from a blank image. Brighter is "
-    "more evidence; each map is scaled to [0, 1] per image, so compare where A and B look, not how strongly."
+    "Where in the image each model looks when it decides. **Grad-CAM** weighs a layer's channels by the "
+    "gradient of the class score and shows where the weighted activation is high (coarse, at the layer's "
+    "resolution); **Integrated Gradients** attributes the score to input pixels along a path from a blank "
+    "image. Brighter is more evidence; each map is scaled to [0, 1] per image, so compare where A and B "
+    "look, not how strongly."
 )
 sel = selection()
 

@@ -18,9 +18,9 @@ st.title("CKA")
 intro(
     "Centered kernel alignment (CKA) between every pair of layers: 1 means two layers represent the images "
     "identically up to rotation and scale, 0 means unrelated. The left panels compare each model with itself "
-    "(how fast the representation changes with depth), the right one A with B (whether Tf-FD changed what a stage "
-    "computes, read along the diagonal). Shallow stages becoming more similar to deep ones within B is what "
-    "inter-layer Tf-FD aims at."
+    "(how fast the representation changes with depth), the right one A with B (whether Tf-FD changed what a "
+    "stage computes, read along the diagonal). Shallow stages becoming more similar to deep ones within B is "
+    "what inter-layer Tf-FD aims at."
 )
 sel = selection()
 settings = cka_settings(sel, "cka")

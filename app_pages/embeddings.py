@@ -20,11 +20,11 @@ PROBE_FIT_SHARE = 0.7  # the probe fits on 70 % of the batch (layer_probe_table'
 
 st.title("Embeddings")
 intro(
-    "Each image as one point: the chosen layer's feature maps are averaged over positions (one value per channel) "
-    "and projected to 2-D, coloured by the true class; well separated colours mean the layer already sorts the "
-    "images by class. The probe chart measures the same thing per stage: the test accuracy of a logistic "
-    "regression fitted on those pooled features. Inter-layer Tf-FD, which makes shallow stages mimic deep ones, "
-    "should raise the shallow stages' probe accuracy of B."
+    "Each image as one point: the chosen layer's feature maps are averaged over positions (one value per "
+    "channel) and projected to 2-D, coloured by the true class; well separated colours mean the layer "
+    "already sorts the images by class. The probe chart measures the same thing per stage: the test accuracy "
+    "of a logistic regression fitted on those pooled features. Inter-layer Tf-FD, which makes shallow stages "
+    "mimic deep ones, should raise the shallow stages' probe accuracy of B."
 )
 sel = selection()
 c1, c2 = st.columns([2, 1])

@@ -1,4 +1,4 @@
-"""Evolution: how the saliency ranking and the Tf-FD terms changed over the epochs of training (card history)."""
+"""Evolution: how the saliency ranking and the Tf-FD terms changed over the training epochs (card history)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from tffd_viz.tables import rank_change_rows, term_curve_rows
 
 st.title("Evolution")
 intro(
-    "How Tf-FD's channel ranking settled during training, from the per-epoch saliency stored in each checkpoint's "
-    "card (measured on a fixed probe batch). The heatmaps show every channel's saliency rank (dark = salient) per "
-    "epoch, channels sorted by their final rank, so the dashed line is the final salient/redundant split; the curves "
-    "count the channels that crossed that boundary from one epoch to the next, and the Tf-FD terms over the epochs."
+    "How Tf-FD's channel ranking settled during training, from the per-epoch saliency stored in each "
+    "checkpoint's card (measured on a fixed probe batch). The heatmaps show every channel's saliency rank "
+    "(dark = salient) per epoch, channels sorted by their final rank, so the dashed line is the final "
+    "salient/redundant split; the curves count the channels that crossed that boundary from one epoch to the "
+    "next, and the Tf-FD terms over the epochs."
 )
 sel = selection()
 labels = sel.labels

@@ -1,4 +1,4 @@
-"""Feature maps: one image's channel maps in a layer, ordered by Tf-FD saliency, salient half beside redundant half."""
+"""Feature maps: one image's channel maps in a layer by Tf-FD saliency, salient half beside redundant half."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ features.1 block-averaged 2x2); the CIFAR zoo's maps are drawn at 32 at most."""
 
 st.title("Feature maps")
 intro(
-    "The activation maps of one image in one layer, one tile per channel, ordered by Tf-FD saliency (computed on the "
-    "whole sample batch, as Tf-FD does during training). In the **paired** view each salient channel (green title) "
-    "sits above the redundant channel that intra-layer Tf-FD pulls towards it (grey title); the **grid** view shows "
-    "all channels, salient half first. Model A is on the left, model B on the right, on one colour scale per model."
+    "The activation maps of one image in one layer, one tile per channel, ordered by Tf-FD saliency "
+    "(computed on the whole sample batch, as Tf-FD does during training). In the **paired** view each "
+    "salient channel (green title) sits above the redundant channel that intra-layer Tf-FD pulls towards it "
+    "(grey title); the **grid** view shows all channels, salient half first. Model A is on the left, model B "
+    "on the right, on one colour scale per model."
 )
 sel = selection()
 
@@ -66,7 +67,7 @@ c2.image(
     f"{sel.classes[int(batch['labels'][image])]}",
 )
 
-# tiles are block-averaged down to this side: 32 for the CIFAR zoo, 56 (a ResNet's layer1 as it is) at 224 pixels
+# tiles are block-averaged to this side: 32 for the CIFAR zoo, 56 (a ResNet's layer1 as it is) at 224 pixels
 max_side = TILE_SIDE_LARGE if sel.batch.image_size else 32
 for col, (key, ref) in zip(st.columns(2), sel.refs().items()):
     col.markdown(f"**{sel.labels[key]}**")

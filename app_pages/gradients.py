@@ -1,4 +1,4 @@
-"""Gradient shares: how hard the cross-entropy and each weighted Tf-FD term pull on each stage's parameters."""
+"""Gradient shares: how hard cross-entropy and each weighted Tf-FD term pull on each stage's parameters."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ GRAD_MAX_IMAGES_LARGE = 8  # inputs larger than 32x32
 st.title("Gradient shares")
 intro(
     "Which terms of the loss move which stage: the L2 norm of the gradient that the cross-entropy and each "
-    "weighted Tf-FD term send to each stage's parameters, as a share of the stage's column (each column sums to "
-    "100 %). A term whose share is tiny everywhere trains nothing, whatever its value; pick the lambdas, stages "
-    "and pairs as on **Losses and lambdas**."
+    "weighted Tf-FD term send to each stage's parameters, as a share of the stage's column (each column sums "
+    "to 100 %). A term whose share is tiny everywhere trains nothing, whatever its value; pick the lambdas, "
+    "stages and pairs as on **Losses and lambdas**."
 )
 sel = selection()
 c1, c2 = st.columns(2)

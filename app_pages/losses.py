@@ -13,11 +13,12 @@ from tffd_viz.terms import tffd_terms_on_batch
 
 st.title("Losses and lambdas")
 intro(
-    "The Tf-FD loss of each model on the sample batch: every **intra-layer** term (a stage's redundant half against "
-    "its salient half) and every **inter-layer** term (a shallow stage against a deeper one), unweighted, then "
-    "weighted by the lambdas and terms you pick and set next to the cross-entropy. **Gradient shares** show how hard "
-    "each weighted term pulls on each stage's parameters, **What changed** the terms on the whole test split, "
-    "**Sweep** what training with other lambdas gave, and **Try lambdas** what a short fine-tune with yours does."
+    "The Tf-FD loss of each model on the sample batch: every **intra-layer** term (a stage's redundant half "
+    "against its salient half) and every **inter-layer** term (a shallow stage against a deeper one), "
+    "unweighted, then weighted by the lambdas and terms you pick and set next to the cross-entropy. "
+    "**Gradient shares** show how hard each weighted term pulls on each stage's parameters, **What changed** "
+    "the terms on the whole test split, **Sweep** what training with other lambdas gave, and **Try lambdas** "
+    "what a short fine-tune with yours does."
 )
 sel = selection()
 labels = sel.labels

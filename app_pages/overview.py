@@ -1,4 +1,4 @@
-"""Overview: the two model cards, accuracy on the sample batch, where A and B disagree, seeds, training curves."""
+"""Overview: the two model cards, sample-batch accuracy, where A and B disagree, seeds, training curves."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ GALLERY_MAX = 32
 
 st.title("Overview")
 intro(
-    "Model **A** and model **B** side by side: what their cards say (architecture, recipe, lambdas, accuracy) and "
-    "what they do on the sample batch chosen in the sidebar. The accuracies and confusion matrices are recomputed "
-    "now on that batch (rows = true class, columns = prediction; when both models are near 100 %, the errors per "
-    "class instead); the gallery shows the images on which A and B predict different classes, and the curves how "
-    "training went, epoch by epoch, from the history in each card. **What changed** sets A against B on the whole "
-    "test split."
+    "Model **A** and model **B** side by side: what their cards say (architecture, recipe, lambdas, "
+    "accuracy) and what they do on the sample batch chosen in the sidebar. The accuracies and confusion "
+    "matrices are recomputed now on that batch (rows = true class, columns = prediction; when both models "
+    "are near 100 %, the errors per class instead); the gallery shows the images on which A and B predict "
+    "different classes, and the curves how training went, epoch by epoch, from the history in each card. "
+    "**What changed** sets A against B on the whole test split."
 )
 sel = selection()
 cards = {key: cache.model_card(ref) for key, ref in sel.refs().items()}

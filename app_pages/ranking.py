@@ -1,4 +1,4 @@
-"""Channel ranking: Tf-FD saliency per layer (A vs B), other importance criteria and how their rankings agree."""
+"""Channel ranking: Tf-FD saliency per layer (A vs B), other importance criteria, how their rankings agree."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ CORRELATIONS = {"Spearman ρ": "spearman", "Kendall τ": "kendall"}
 
 st.title("Channel ranking")
 intro(
-    "How intra-layer Tf-FD ranks the channels of a layer: the **saliency** of every channel (mean of its spatially "
-    "L2-normalised map over the sample batch), sorted, one bar colour per model. The **salient half** lies on the "
-    "green band, left of the dashed line; the **redundant half**, on the grey band right of it, is pulled towards it. "
-    "Below, other importance criteria and how well their rankings agree; **Ranking stability** shows how stable "
-    "the ranking and the split are when the batch is resampled."
+    "How intra-layer Tf-FD ranks the channels of a layer: the **saliency** of every channel (mean of its "
+    "spatially L2-normalised map over the sample batch), sorted, one bar colour per model. The **salient "
+    "half** lies on the green band, left of the dashed line; the **redundant half**, on the grey band right "
+    "of it, is pulled towards it. Below, other importance criteria and how well their rankings agree; "
+    "**Ranking stability** shows how stable the ranking and the split are when the batch is resampled."
 )
 sel = selection()
 layer = layer_picker(sel, "ranking")

@@ -1,4 +1,4 @@
-"""Ranking stability: how a layer's channel ranking and its salient/redundant split hold under bootstrap resampling."""
+"""Ranking stability: how a layer's channel ranking and salient/redundant split hold under the bootstrap."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ N_BOOT_CHOICES = (20, 50, 100, 200, 500)
 
 st.title("Ranking stability")
 intro(
-    "How stable a layer's channel ranking is when the sample batch is resampled (bootstrap): the batch's images "
-    "are drawn again with replacement and each channel's rank is recomputed on every resample. The **bands** show "
-    "the central interval of each channel's ranks; the **bars** how often each channel lands in the salient half "
-    "(1 left of the dashed line and 0 right of it = a perfectly stable split). A split that Tf-FD trains on "
-    "should not move with the batch."
+    "How stable a layer's channel ranking is when the sample batch is resampled (bootstrap): the batch's "
+    "images are drawn again with replacement and each channel's rank is recomputed on every resample. The "
+    "**bands** show the central interval of each channel's ranks; the **bars** how often each channel lands "
+    "in the salient half (1 left of the dashed line and 0 right of it = a perfectly stable split). A split "
+    "that Tf-FD trains on should not move with the batch."
 )
 sel = selection()
 criteria = importance.available_criteria()

@@ -1,4 +1,4 @@
-"""Similarity: channel cosine matrices in saliency order, salient/redundant pair similarity, inter-layer alignment."""
+"""Similarity: channel cosines in saliency order, salient/redundant pair similarity, inter-layer alignment."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from tffd_viz.verdicts import random_pair_cosine
 
 st.title("Similarity")
 intro(
-    "How alike the channels of one layer are, in **A** and in **B**. Each matrix holds the cosine between every "
-    "pair of channels (each flattened over images and positions), rows and columns sorted by Tf-FD saliency, the "
-    "dashed lines splitting the salient half (top left) from the redundant half (bottom right). Intra-layer Tf-FD "
-    "pulls each redundant channel towards its salient partner, so a Tf-FD model should show "
-    "salient-vs-redundant pair cosines above those of random channel pairs of the same layer (the cosine is "
-    "scale-free: the loss, an MSE, also falls when the maps merely shrink); inter-layer Tf-FD pulls each "
-    "shallow stage towards the pooled deeper ones, which the alignment panels show channel by channel."
+    "How alike the channels of one layer are, in **A** and in **B**. Each matrix holds the "
+    "cosine between every pair of channels (each flattened over images and positions), rows and "
+    "columns sorted by Tf-FD saliency, the dashed lines splitting the salient half (top left) "
+    "from the redundant half (bottom right). Intra-layer Tf-FD pulls each redundant channel "
+    "towards its salient partner, so a Tf-FD model should show salient-vs-redundant pair cosines "
+    "above those of random channel pairs of the same layer (the cosine is scale-free: the loss, "
+    "an MSE, also falls when the maps merely shrink); inter-layer Tf-FD pulls each shallow "
+    "stage towards the pooled deeper ones, which the alignment panels show channel by channel."
 )
 sel = selection()
 layer = layer_picker(sel, "similarity")

@@ -18,10 +18,10 @@ SWEEP_COMMAND = (
 
 st.title("Sweep")
 intro(
-    "What training with other lambdas gave: short trainings over a grid of λ intra x λ inter (and layer sets), "
-    "each cell the mean over seeds of the test accuracy, or of a term at the last epoch. The lambdas that keep the "
-    "accuracy and move the terms are the ones worth a full training; **Try lambdas** tries one choice in a short "
-    "fine-tune."
+    "What training with other lambdas gave: short trainings over a grid of λ intra x λ inter (and layer "
+    "sets), each cell the mean over seeds of the test accuracy, or of a term at the last epoch. The lambdas "
+    "that keep the accuracy and move the terms are the ones worth a full training; **Try lambdas** tries one "
+    "choice in a short fine-tune."
 )
 sel = selection()
 prefix = cache.CHECKPOINT_DIR / f"{sel.batch.dataset}_sweep"
@@ -32,9 +32,9 @@ except TffdVizError:
     rows = []
 if not rows:
     st.info(
-        f"No sweep table for {sel.batch.dataset} ({shown_prefix}.csv / .json). Create one with\n\n"
-        f"`{SWEEP_COMMAND.format(dataset=sel.batch.dataset)}`\n\n(short trainings over a lambda grid; the table "
-        "grows row by row, reload this page to see new rows)."
+        f"No sweep table for {sel.batch.dataset} ({shown_prefix}.csv / .json). Create one "
+        f"with\n\n`{SWEEP_COMMAND.format(dataset=sel.batch.dataset)}`\n\n(short trainings over a lambda "
+        "grid; the table grows row by row, reload this page to see new rows)."
     )
     st.stop()
 

@@ -13,10 +13,10 @@ from tffd_viz.verdicts import NOISE_SIGMAS, effect_summary, lambda_text, noise_t
 
 st.title("What changed")
 intro(
-    "Does B differ from A beyond what a second seed, or another batch, would change? Both models are measured on "
-    "the whole test split: accuracy, every Tf-FD term (raw and divided by the activation energy of the maps it "
-    "compares), the channel cosines and the CKA. Each difference is set against its noise: the spread over the "
-    "other shipped seeds of each configuration, else over the batches of the split."
+    "Does B differ from A beyond what a second seed, or another batch, would change? Both models are "
+    "measured on the whole test split: accuracy, every Tf-FD term (raw and divided by the activation energy "
+    "of the maps it compares), the channel cosines and the CKA. Each difference is set against its noise: "
+    "the spread over the other shipped seeds of each configuration, else over the batches of the split."
 )
 sel = selection()
 comp = requested_comparison(

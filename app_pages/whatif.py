@@ -1,4 +1,4 @@
-"""Try lambdas: short fine-tunes from one model (control, Tf-FD arm, second control), live, with the answer."""
+"""Try lambdas: short fine-tunes of one model (control, Tf-FD arm, second control), live, with the answer."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ REDRAW_SECONDS = 1.0  # live curves are redrawn at most this often (drawing cost
 
 st.title("Try lambdas")
 intro(
-    "If you trained with these lambdas on these stages, would the Tf-FD terms move, and would accuracy hold? Three "
-    "short fine-tunes from the same weights: a **control** (CE only), the **Tf-FD arm** (CE + your weighted terms, "
-    "the control's batches) and a **second control** on another batch order, whose distance from the first is the "
-    "noise floor; every arm is evaluated on held-out test images before and after (eval mode, raw and relative)."
+    "If you trained with these lambdas on these stages, would the Tf-FD terms move, and would accuracy hold? "
+    "Three short fine-tunes from the same weights: a **control** (CE only), the **Tf-FD arm** (CE + your "
+    "weighted terms, the control's batches) and a **second control** on another batch order, whose distance "
+    "from the first is the noise floor; every arm is evaluated on held-out test images before and after "
+    "(eval mode, raw and relative)."
 )
 sel = selection()
 ref, card, config = whatif_config(sel)

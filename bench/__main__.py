@@ -156,7 +156,8 @@ def settled_load(max_load: float, wait_s: float, poll_s: float = 5.0) -> float |
     while load is not None and load > max_load and time.monotonic() < deadline:
         if not announced:
             print(
-                f"[bench] waiting up to {wait_s:.0f} s for the 1-minute load ({load:.2f}) to fall to {max_load:g}",
+                f"[bench] waiting up to {wait_s:.0f} s for the "
+                f"1-minute load ({load:.2f}) to fall to {max_load:g}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -196,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             load = settled_load(args.max_load, args.settle)
             if load is not None and load > args.max_load:
                 print(
-                    f"[bench] {name}: not started, the 1-minute load average is {load:.2f} (> {args.max_load:g}) "
-                    f"after waiting {args.settle:.0f} s; pause the other work or pass --allow-busy",
+                    f"[bench] {name}: not started, the 1-minute load average "
+                    f"is {load:.2f} (> {args.max_load:g}) after waiting "
+                    f"{args.settle:.0f} s; pause the other work or pass --allow-busy",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -1,4 +1,4 @@
-"""Latency of the Streamlit app under ``streamlit.testing.v1.AppTest``: first chart, widget change, cached redraw.
+"""Streamlit app latency under ``streamlit.testing.v1.AppTest``: first chart, widget change, cached redraw.
 
 Each repetition is a fresh Python process (cold imports, empty Streamlit caches) that runs ``app.py`` with
 the default models and a 256-image sample batch (query parameter ``n``), then:

@@ -13,8 +13,9 @@ features, and implementations are compared only with those computing the same es
                 which itself runs the models and accumulates in float32); ckatorch's ``cka_batch`` on the
                 minibatches stacked ``(batches, m, d)`` (its ``CKA`` class overwrites the value with each
                 batch, so only the last batch of an epoch counts: not comparable, not run).
-``full_biased``   biased HSIC on all ``n`` samples (Kornblith et al. 2019): :func:`tffd_viz.similarity.linear_cka`
-                  vs ckatorch ``cka_base(unbiased=False)``; pytorch-cka has no biased estimator.
+``full_biased``   biased HSIC on all ``n`` samples (Kornblith et al. 2019):
+                  :func:`tffd_viz.similarity.linear_cka` vs ckatorch ``cka_base(unbiased=False)``;
+                  pytorch-cka has no biased estimator.
 ``full_unbiased`` unbiased HSIC_1 on all ``n`` samples: ``linear_cka(debiased=True)`` vs pytorch-cka
                   ``cka_from_features`` (clamped to [0, 1]) and ckatorch ``cka_base(unbiased=True)``.
 
@@ -299,7 +300,7 @@ def heatmap_features(s: dict[str, Any], device: torch.device) -> tuple[Feats, Fe
 
 
 def numpy_biased_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Plain restatement of biased linear CKA (feature-space form of Kornblith et al. 2019), in numpy float64."""
+    """Plain restatement of biased linear CKA (feature-space form, Kornblith et al. 2019) in numpy float64."""
     xc = x - x.mean(axis=0)
     yc = y - y.mean(axis=0)
     cross = np.linalg.norm(yc.T @ xc) ** 2
@@ -434,9 +435,9 @@ def run(opts: Options) -> dict[str, Any]:
     mb_vs_full = float((values["tffd_viz MinibatchCKA"] - values["tffd_viz linear_cka debiased"]).abs().max())
     result["minibatch_vs_full_unbiased_max_abs_diff"] = mb_vs_full
     result["notes"] += [
-        f"images: {source}; features: {s['pool']} of taps {taps} of two {s['arch']} models (random init, seeds 0 "
-        f"and 1), dims {[f.shape[1] for f in feats_a]}, float64, n = {n}, minibatch m = {m}; extraction "
-        f"{extract_s:.1f} s (not part of the comparison)",
+        f"images: {source}; features: {s['pool']} of taps {taps} of two {s['arch']} models (random init, "
+        f"seeds 0 and 1), dims {[f.shape[1] for f in feats_a]}, float64, n = {n}, minibatch m = {m}; "
+        f"extraction {extract_s:.1f} s (not part of the comparison)",
         "ckatorch's CKA class (model-level) assigns cka_batch of each batch to the heatmap, so only the last "
         "batch of an epoch counts; it is not compared. pytorch-cka's CKA class accumulates HSIC in float32 "
         "from float32 model outputs; its accumulation is run here on the shared float64 features.",

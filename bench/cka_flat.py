@@ -110,7 +110,7 @@ Feats = list[Tensor]
 
 @dataclass
 class Inputs:
-    """What the calls run on: two models, the images, their taps, and (for the shared mode) float64 features."""
+    """What the calls run on: two models, the images, their taps and (shared mode) float64 features."""
 
     model_a: nn.Module
     model_b: nn.Module
@@ -393,7 +393,7 @@ def benchmark_models(
 
 
 def shared_features(inp: Inputs, n: int) -> tuple[Feats, Feats, float]:
-    """Both models' flattened taps of the first ``n`` images as float64 ``(n, d)``, and the seconds it took."""
+    """Both models' flattened taps of the first ``n`` images as float64 ``(n, d)``, and the seconds taken."""
     t0 = time.perf_counter()
     fa, fb = extract_pair(
         inp.model_a,
@@ -533,8 +533,9 @@ def run(opts: Options) -> dict[str, Any]:
         "Shared features: the same float64 features for all, extracted once (untimed: "
         + ", ".join(f"{sec:.1f} s at n = {n}" for n, sec in shared_seconds.items())
         + ").",
-        f"Time and peak memory from the same calls ({s['repeats']} per row; median); peak memory is the rise "
-        "of the kernel's peak RSS over the call (bench/common.py), the shared features and models already held.",
+        f"Time and peak memory from the same calls ({s['repeats']} per row; "
+        "median); peak memory is the rise of the kernel's peak RSS over the "
+        "call (bench/common.py), the shared features and models already held.",
     ]
     return result
 
@@ -569,8 +570,8 @@ def _compare(
                 if mode == "shared" or row["package"] == OURS:
                     result["checks"].append(
                         check(
-                            f"{row['implementation']} ({group}, {label}, n = {n}) equals tffd_viz's shared-features "
-                            f"heatmap within {tol:g}",
+                            f"{row['implementation']} ({group}, {label}, n = {n}) "
+                            f"equals tffd_viz's shared-features heatmap within {tol:g}",
                             diff <= tol,
                             diff,
                         )

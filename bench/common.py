@@ -18,11 +18,11 @@ Measurement rules used throughout:
 
 Load guard: every result records the 1-minute load average (``os.getloadavg``) when its benchmark started and
 when it was written, and the git commit with whether the tree was dirty. :func:`write_result` refuses a
-measurement (not a quick smoke run) that started above a 1-minute load of :data:`MAX_LOAD` (1.0), or whose load
-when written exceeds the benchmark's own share (its torch threads, at least the usable cores) plus
+measurement (not a quick smoke run) that started above a 1-minute load of :data:`MAX_LOAD` (1.0), or whose
+load when written exceeds the benchmark's own share (its torch threads, at least the usable cores) plus
 :data:`MAX_LOAD` (something else started during the run), unless told to (``allow_busy``; the result then says
-so). ``python -m bench`` waits for the load to settle below the limit before each benchmark (the previous one's
-own load decays with the 1-minute average's time constant) and does not start one while it stays above.
+so). ``python -m bench`` waits for the load to settle below the limit before each benchmark (the previous
+one's own load decays with the 1-minute average's time constant) and does not start one while it stays above.
 """
 
 from __future__ import annotations
@@ -251,8 +251,8 @@ def launched_child(
     """Run ``python -m <module> --child <spec as JSON>`` in a fresh process and return its last JSON line.
 
     The child prints one JSON object per line; ``start_to_first_chart`` is added when the child reports
-    ``first_chart_wall`` (wall-clock seconds from this launch, interpreter start included). A failed child gives
-    ``{"errors": ["child exited <code>: <end of its stderr>"]}``.
+    ``first_chart_wall`` (wall-clock seconds from this launch, interpreter start included). A failed child
+    gives ``{"errors": ["child exited <code>: <end of its stderr>"]}``.
     """
     cmd = [sys.executable, "-m", module, "--child", json.dumps(dict(spec))]
     launched = time.time()
@@ -534,7 +534,7 @@ def table(
 def target(
     name: str, value: float | None, op: str, threshold: float, note: str = "", fmt: str = "ratio"
 ) -> dict[str, Any]:
-    """A target line: ``value op threshold`` (``op`` one of ``<=``, ``>=``, ``<``, ``>``); ``passed`` None if no value.
+    """A target, ``value op threshold`` (``op``: ``<=``, ``>=``, ``<``, ``>``); ``passed`` None if no value.
 
     ``fmt`` is how the report formats value and threshold (a key of :data:`bench.report.FORMATS`).
     """
@@ -647,8 +647,8 @@ def busy_reason(
     own = max(int(machine.get("torch_threads") or 1), int(machine.get("cpu_usable") or 1))
     if end_load is not None and end_load > own + max_load:
         return (
-            f"the 1-minute load average was {end_load:.2f} when {result['benchmark']} finished, above its own "
-            f"share ({own}) + {max_load:g}: other work started during the run"
+            f"the 1-minute load average was {end_load:.2f} when {result['benchmark']} finished, above its "
+            f"own share ({own}) + {max_load:g}: other work started during the run"
         )
     return None
 

@@ -128,10 +128,10 @@ def run(opts: Options) -> dict[str, Any]:
             ],
             rows,
             note=(
-                f"{s['arch']} ({s['num_classes']} classes), batch {s['batch_size']}x3x32x32 on {device}, taps {taps}; "
-                f"median of {s['repeats']} alternating calls after {s['warmup']} warm-ups. The (stream) rows "
-                f"run {s['stream_batches']} batches from CPU memory, extract_features storing every full tap map "
-                "on the CPU."
+                f"{s['arch']} ({s['num_classes']} classes), batch {s['batch_size']}x3x32x32 on {device}, "
+                f"taps {taps}; median of {s['repeats']} alternating calls after {s['warmup']} warm-ups. The "
+                f"(stream) rows run {s['stream_batches']} batches from CPU memory, extract_features storing "
+                "every full tap map on the CPU."
             ),
         )
     )

@@ -1,18 +1,18 @@
-"""ImageNet-size models in the app: a torchvision ResNet-18 pair on 64 images of 224x224, first chart and memory.
+"""ImageNet-size models in the app: a torchvision ResNet-18 pair on 64 224x224 images, first chart and memory.
 
 No ImageNet here: the benchmark writes an image-folder tree of generated JPEGs at ImageNet-like sizes
-(``val/``: 10 classes x ``per_class`` images, 300-500 pixels a side, so the 256/224 evaluation transform does real
-resizing and cropping) and two random-init ResNet-18 checkpoints (10 classes) into a temporary folder that the
-sidebar lists through ``$TFFD_CHECKPOINTS``. Then, each in a fresh Python process (AppTest of ``app.py``):
+(``val/``: 10 classes x ``per_class`` images, 300-500 pixels a side, so the 256/224 evaluation transform does
+real resizing and cropping) and two random-init ResNet-18 checkpoints (10 classes) into a temporary folder
+that the sidebar lists through ``$TFFD_CHECKPOINTS``. Then, each in a fresh process (AppTest of ``app.py``):
 
-1. ``choose the pair``: the app is first run on its default (digits) models; then the sidebar's models A and B and
-   dataset (``imagefolder``; the data root is ``$TFFD_DATA``) are set and the app is run once (its 224-pixel batch
-   size, query parameter ``n224``, is ``n`` = 64): the time of that run is the time from choosing the pair to its
-   first page (Overview) with its charts drawn;
+1. ``choose the pair``: the app is first run on its default (digits) models; then the sidebar's models A and B
+   and dataset (``imagefolder``; the data root is ``$TFFD_DATA``) are set and the app is run once (its
+   224-pixel batch size, query parameter ``n224``, is ``n`` = 64): the time of that run is the time from
+   choosing the pair to its first page (Overview) with its charts drawn;
 2. ``start to first chart``: from launching a process to the end of its first run straight on the pair (cold
    imports and caches);
-3. one process per page, straight on the pair: the wall time of the page's first run and the peak resident memory
-   of the process (``ru_maxrss``: Python, torch, streamlit and everything the page computed and cached).
+3. one process per page, straight on the pair: the wall time of the page's first run and the peak resident
+   memory of the process (``ru_maxrss``: Python, torch, streamlit and all the page computed and cached).
 
 Targets on the CPU: the pair's first chart within 15 s of choosing it, and no page above 2 GiB (2048 MiB).
 """
@@ -52,7 +52,7 @@ PAIR = ("bench_resnet18_a", "bench_resnet18_b")
 
 
 def write_fixture(folder: Path, classes: int, per_class: int) -> tuple[Path, Path]:
-    """Write the image tree (``train/``: one image a class; ``val/``: ``per_class``) and the checkpoint pair."""
+    """Write the image tree (``train/``: one image a class; ``val/``: ``per_class``) and the model pair."""
     import numpy as np
     import torch
     from PIL import Image
@@ -85,7 +85,7 @@ def _problems(at: Any, step: str) -> list[str]:
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: ``mode`` ``choose`` (digits first, then pick the pair) or a page name (straight on it)."""
+    """In a fresh process: ``mode`` ``choose`` (digits, then the pair) or a page name (straight on it)."""
     if spec.get("threads"):
         import torch
 
@@ -173,9 +173,9 @@ def run(opts: Options) -> dict[str, Any]:
             ],
             rows,
             note=(
-                f"AppTest of app.py; two random-init torchvision ResNet-18s (10 classes), n = {s['n']} images "
-                f"of a generated val/ folder (JPEG, 300-500 px), device {device.type}, torch threads {threads}. "
-                "Peak RSS is the whole process (Python, torch, streamlit, the page's caches)."
+                f"AppTest of app.py; two random-init torchvision ResNet-18s (10 classes), n = {s['n']} "
+                f"images of a generated val/ folder (JPEG, 300-500 px), device {device.type}, torch threads "
+                f"{threads}. Peak RSS is the whole process (Python, torch, streamlit, the page's caches)."
             ),
         )
     )

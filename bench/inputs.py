@@ -19,7 +19,7 @@ IMAGE_SOURCES: tuple[str, ...] = ("auto", "cifar10", "digits")
 
 @dataclass
 class BenchImages:
-    """Normalised images ``(n, C, 32, 32)`` float32 on the CPU, the number of classes and where they came from."""
+    """Normalised images ``(n, C, 32, 32)`` float32 on the CPU, the class count and their source."""
 
     images: Tensor
     num_classes: int
@@ -90,8 +90,8 @@ def benchmark_images(source: str, n: int, data_root: str | None, seed: int = 0) 
 def model_pair(
     arch: str, num_classes: int, in_chans: int, device: torch.device, seeds: tuple[int, int] = (0, 1)
 ) -> tuple[nn.Module, nn.Module]:
-    """Two freshly initialised models (seeds 0 and 1) in eval mode on ``device`` (timings and equality checks do
-    not depend on training)."""
+    """Two freshly initialised models (seeds 0 and 1) in eval mode on ``device`` (timings and equality checks
+    do not depend on training)."""
     models = []
     for seed in seeds:
         torch.manual_seed(seed)

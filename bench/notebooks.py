@@ -1,10 +1,10 @@
 """Wall-clock time of each teaching notebook run top to bottom in QUICK mode (``TFFD_QUICK=1``) on the CPU.
 
-The figure ``tests/test_notebooks.py`` used to assert (90 s per notebook): the test now checks that each notebook
-runs and what it prints; the time is measured here. Each notebook is executed with ``nbclient`` in a fresh
-kernel of this interpreter (a kernelspec installed into a temporary prefix, as the test does), one thread per
-kernel (``OMP_NUM_THREADS=1``); the time includes the kernel's start and its imports, what a reader waits for.
-Notebooks are timed alternately (round robin), ``repeats`` runs each, reported as the median with the IQR.
+The figure ``tests/test_notebooks.py`` used to assert (90 s per notebook): the test now checks that each
+notebook runs and what it prints; the time is measured here. Each notebook is executed with ``nbclient`` in a
+fresh kernel of this interpreter (a kernelspec installed into a temporary prefix, as the test does), one
+thread per kernel (``OMP_NUM_THREADS=1``); the time includes the kernel's start and its imports, what a reader
+waits for. Notebooks are timed alternately (round robin), ``repeats`` runs each, reported as median and IQR.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ QUICK: dict[str, Any] = {"notebooks": list(NOTEBOOKS[:1]), "repeats": 1}
 @contextmanager
 def _quick_kernel() -> Iterator[str]:
     """Install a kernelspec running this interpreter into a temporary prefix; yield its name while the
-    environment finds it (``JUPYTER_PATH``) and sets QUICK mode and one thread; restore the environment after."""
+    environment finds it (``JUPYTER_PATH``) and sets QUICK mode and one thread; restore it after."""
     from ipykernel.kernelspec import install
 
     env = {"TFFD_QUICK": "1", "OMP_NUM_THREADS": "1"}

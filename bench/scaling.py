@@ -184,8 +184,8 @@ def run(opts: Options) -> dict[str, Any]:
             rows,
             note=(
                 f"two {s['arch']} models (random init), images: {imgs.source}; pool {s['pool']}, batch = "
-                f"minibatch {b}, on {device}; median of {s['repeats']} runs per size, peak = largest of the runs "
-                f"({rows[0]['memory_method']})."
+                f"minibatch {b}, on {device}; median of {s['repeats']} runs per size, peak = largest of the "
+                f"runs ({rows[0]['memory_method']})."
             ),
         )
     )

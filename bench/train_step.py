@@ -15,12 +15,12 @@ already in memory:
 
 The teacher is a trained network, so that its hint has a trained network's magnitude: the shipped CIFAR-100
 ``resnet20`` baseline (``teacher_weights``) transplanted into the first three blocks of each ``resnet110``
-stage, the other 15 blocks of each stage made exact identities (the last BatchNorm of their residual branch has
-weight and bias 0, so the block returns ``relu(0 + x) = x`` for the post-ReLU ``x``). The teacher therefore
-computes the trained ``resnet20`` (a check compares its logits and hint with the checkpoint's) at the cost of
-``resnet110`` (the zero branches are computed like any other). A random-init ``resnet110`` in eval mode (its
-BatchNorm statistics never estimated) has a ``layer2`` mean square of about 3e11 on this batch, against about 1.1
-for the trained network: with beta = 100 that drove an earlier version of this benchmark to NaN weights.
+stage, the other 15 blocks of each stage made exact identities (the last BatchNorm of their residual branch
+has weight and bias 0, so the block returns ``relu(0 + x) = x`` for the post-ReLU ``x``). The teacher
+therefore computes the trained ``resnet20`` (a check compares its logits and hint with the checkpoint's) at
+the cost of ``resnet110`` (the zero branches are computed like any other). A random-init ``resnet110`` in eval
+mode (BatchNorm statistics never estimated) has a ``layer2`` mean square of about 3e11 on this batch, against
+about 1.1 for the trained one: with beta = 100 that drove an early version of this benchmark to NaN weights.
 
 Every variant starts from the same initial weights and sees the same batch; variants (and memory
 formats) are timed alternately, ``repeats`` rounds after warm-up steps, and reported as medians with
@@ -96,7 +96,7 @@ def _sgd(params: Any, s: dict[str, Any]) -> torch.optim.Optimizer:
 
 
 def transplanted_teacher(arch: str, weights: str | Path, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """A deep CIFAR ResNet computing a shipped trained shallower one; returns ``(teacher, source)`` in eval mode.
+    """A deep CIFAR ResNet computing a shipped, trained shallower one: ``(teacher, source)``, in eval mode.
 
     The source checkpoint's stem, classifier and the blocks of each stage go into the first blocks of the
     same stage of ``arch``; every further block gets a residual branch whose last BatchNorm has weight and
@@ -271,7 +271,7 @@ def _first_step_checks(
     beta: float,
     tol: float,
 ) -> list[dict[str, Any]]:
-    """Checks on the first (untimed) step of every variant, from the same weights and batch (absolute ``tol``).
+    """Checks on the first (untimed) step of each variant, from the same weights and batch (absolute ``tol``).
 
     The tolerances are absolute: a loss that blows up (or a NaN) fails them instead of widening them.
     """
@@ -285,7 +285,8 @@ def _first_step_checks(
     kd_gap = kd["loss"] - (kd["ce"] + beta * kd["hint"])
     return [
         check(
-            f"[{fmt_name}] same CE in every variant at step 1 (same weights, same batch), |spread| <= {tol:g}",
+            f"[{fmt_name}] same CE in every variant at step 1 "
+            f"(same weights, same batch), |spread| <= {tol:g}",
             spread <= tol,
             spread,
         ),
@@ -315,7 +316,7 @@ def _first_step_checks(
 def _teacher_checks(
     teacher: nn.Module, source: nn.Module, x: Tensor, hint: str, tol: float
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The transplanted teacher computes the checkpoint: same logits and hint (absolute ``tol``), on the CPU."""
+    """The transplanted teacher computes the checkpoint: same logits and hint (absolute ``tol``) on CPU."""
     with torch.no_grad():
         t_logits, t_taps = extract_taps(teacher, x.cpu(), [hint], return_logits=True)
         s_logits, s_taps = extract_taps(source, x.cpu(), [hint], return_logits=True)
@@ -349,7 +350,7 @@ def run(opts: Options) -> dict[str, Any]:
     x = torch.randn(s["batch_size"], 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, s["num_classes"], (s["batch_size"],), generator=gen).to(device)
     teacher, source = transplanted_teacher(s["teacher"], s["teacher_weights"], s["num_classes"])
-    # float rounding only on the CPU; CUDA convolutions may run in TF32 (10-bit mantissa) and pick other kernels
+    # float rounding only on CPU; CUDA convolutions may use TF32 (10-bit mantissa) and pick other kernels
     tol, format_tol = (1e-5, 1e-4) if device.type == "cpu" else (1e-4, 1e-2)
     teacher_checks, teacher_stats = _teacher_checks(teacher, source, x, s["hint_teacher"], 1e-4)
     result["checks"] += teacher_checks
@@ -376,7 +377,8 @@ def run(opts: Options) -> dict[str, Any]:
     counts = {k: len(f.losses) for k, f in fns.items()}
     result["checks"].append(
         check(
-            f"every step's loss is finite (all {expected_calls} steps of every variant: first, warm-up, timed)",
+            f"every step's loss is finite (all {expected_calls} "
+            "steps of every variant: first, warm-up, timed)",
             all(n == 0 for n in bad.values()) and all(c == expected_calls for c in counts.values()),
             {k: v for k, v in bad.items() if v} or "all finite",
         )
@@ -442,16 +444,16 @@ def run(opts: Options) -> dict[str, Any]:
             rows,
             note=(
                 f"{s['arch']} student, batch {s['batch_size']}x3x32x32 (random, in memory, on {device}), "
-                f"{s['num_classes']} classes, SGD lr {s['lr']} momentum {s['momentum']} wd {s['weight_decay']}; "
-                f"teacher {s['teacher']} (eval, no_grad) computing the trained {s['teacher_weights']} "
-                f"(hint mean square {teacher_stats['teacher_hint_mean_square']:.3g}), FitNets hint "
-                f"{s['hint_student']} -> {s['hint_teacher']} through ConvReg (1x1 conv, BN, ReLU), beta "
-                f"{s['beta']:g} (RepDistiller); median of {s['repeats']} alternating steps after 1 + "
-                f"{s['warmup']} warm-up steps, every step's loss checked finite. 'extra cost / teacher's extra' "
-                "= (step - baseline) / (teacher_fitnets - baseline): the paper's claim is about this kind of "
-                "ratio. 'paired / baseline' = median over rounds of (this step / the baseline step of the same "
-                "round): less sensitive to the machine's drift than the ratio of medians, which the target "
-                "uses."
+                f"{s['num_classes']} classes, SGD lr {s['lr']} momentum {s['momentum']} wd "
+                f"{s['weight_decay']}; teacher {s['teacher']} (eval, no_grad) computing the trained "
+                f"{s['teacher_weights']} (hint mean square {teacher_stats['teacher_hint_mean_square']:.3g}), "
+                f"FitNets hint {s['hint_student']} -> {s['hint_teacher']} through ConvReg (1x1 conv, BN, "
+                f"ReLU), beta {s['beta']:g} (RepDistiller); median of {s['repeats']} alternating steps after "
+                f"1 + {s['warmup']} warm-up steps, every step's loss checked finite. 'extra cost / teacher's "
+                "extra' = (step - baseline) / (teacher_fitnets - baseline): the paper's claim is about this "
+                "kind of ratio. 'paired / baseline' = median over rounds of (this step / the baseline step "
+                "of the same round): less sensitive to the machine's drift than the ratio of medians, which "
+                "the target uses."
             ),
         )
     )

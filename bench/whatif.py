@@ -4,9 +4,9 @@ One what-if step advances three arms by one optimisation step each (control: CE 
 Tf-FD arm: CE + weighted terms; second control: CE on another batch order), each drawing and augmenting its
 batch as :func:`tffd_viz.train.train` does. It is timed against the step ``train`` runs for ``method="tffd"``
 (:func:`tffd_viz.train.train_step` with the terms trained on) and for ``method="baseline"`` (terms logged),
-with the same model, memory format and batch size. The expected ratio is about 3 (three arms); a ratio well above
-it would mean the what-if adds work of its own. The held-out evaluation (once at the start, once per arm at
-the end) is timed separately, per arm.
+with the same model, memory format and batch size. The expected ratio is about 3 (three arms); a ratio well
+above it would mean the what-if adds work of its own. The held-out evaluation (once at the start, once per arm
+at the end) is timed separately, per arm.
 
 The data are random uint8 images in memory (CIFAR-shaped, ``n_train`` of them), so no dataset is needed.
 """
@@ -171,10 +171,10 @@ def run(opts: Options) -> dict[str, Any]:
             rows,
             note=(
                 f"{s['arch']}, {s['num_classes']} classes, batch {s['batch_size']} (random uint8 images, "
-                f"{s['n_train']} in memory, {s['recipe']} recipe augmentation), on {device}, channels_last on "
-                f"the CPU as train; lambdas {s['lambda_intra']:g} / {s['lambda_inter']:g} on every stage and "
-                f"pair; median of {s['repeats']} alternating calls after {s['warmup']} warm-up calls. The "
-                "what-if step includes drawing and augmenting the three arms' batches."
+                f"{s['n_train']} in memory, {s['recipe']} recipe augmentation), on {device}, channels_last "
+                f"on the CPU as train; lambdas {s['lambda_intra']:g} / {s['lambda_inter']:g} on every stage "
+                f"and pair; median of {s['repeats']} alternating calls after {s['warmup']} warm-up calls. "
+                "The what-if step includes drawing and augmenting the three arms' batches."
             ),
         )
     )

@@ -11,21 +11,21 @@ sidebar slider ``n`` takes its start value from the ``n`` query parameter)::
         at.selectbox(key="ranking-layer").set_value("layer2").run()
         assert_app_ok(at)
 
-``assert_app_ok(at)`` checks the last run (no exception, no ``st.error``); ``chart_specs(at)`` returns the drawn
-plotly figures as raw dicts, ``chart_figures(at)`` as ``go.Figure`` objects (``fig.data[0].z`` a numpy array,
-``fig.layout.title.text``).
+``assert_app_ok(at)`` checks the last run (no exception, no ``st.error``); ``chart_specs(at)`` returns the
+drawn plotly figures as raw dicts, ``chart_figures(at)`` as ``go.Figure`` objects (``fig.data[0].z`` a numpy
+array, ``fig.layout.title.text``).
 
 Extra keyword arguments become query parameters before the first run: ``a=``/``b=`` pick the models by
 checkpoint name (e.g. ``b="digits_resnet8_baseline_s1"``; by default A is ``digits_resnet8_baseline_s0``
 and B ``digits_resnet8_tffd_s0``), ``split="train"``, ``seed=1``, page-specific ones (prefixed with the page's
-name) such as ``losses_lambda_intra="0.001"``. A page file or shipped checkpoint that is missing fails the test;
-only data absent from ``../shared`` (:func:`cifar_pair`) skips.
+name) such as ``losses_lambda_intra="0.001"``. A page file or shipped checkpoint that is missing fails the
+test; only data absent from ``../shared`` (:func:`cifar_pair`) skips.
 
-Page tests import ``CHECKPOINTS``, ``plotly_array`` (one array of a raw spec as numpy) and ``figure_titled`` (the
-drawn figure whose title starts so) with ``from conftest import ...``. Modules of small tensor tests
-run on one torch thread with ``pytestmark = pytest.mark.usefixtures("single_thread")``. The checkpoint safety tests
-import the malicious-pickle objects (``Gadget``, ``RunsShell``, ``OpensFile``, ``ExecsCode``) and their control
-``unpickle_without_restriction`` from here.
+Page tests import ``CHECKPOINTS``, ``plotly_array`` (one array of a raw spec as numpy) and ``figure_titled``
+(the drawn figure whose title starts so) with ``from conftest import ...``. Modules of small tensor tests
+run on one torch thread with ``pytestmark = pytest.mark.usefixtures("single_thread")``. The checkpoint safety
+tests import the malicious-pickle objects (``Gadget``, ``RunsShell``, ``OpensFile``, ``ExecsCode``) and their
+control ``unpickle_without_restriction`` from here.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ CIFAR_FILES = {
 
 
 def cifar_pair(dataset: str) -> tuple[str, str]:
-    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset`` (it must be shipped), or ``pytest.skip`` where
-    the data is absent from ``CIFAR_ROOT``."""
+    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset`` (it must be shipped), or ``pytest.skip``
+    where the data is absent from ``CIFAR_ROOT``."""
     pair = (f"{dataset}_resnet20_baseline_s0", f"{dataset}_resnet20_tffd_s0")
     assert all(shipped(name) for name in pair), (
         f"the shipped {dataset} pair {pair} is missing in {CHECKPOINTS}"
@@ -89,7 +89,8 @@ def declared_pages() -> list[str]:
 
 
 def _require_app(page: str | None, models: tuple[str, ...]) -> None:
-    """Fail (not skip) when a page ``app.py`` declares, the page asked for or a shipped checkpoint is missing."""
+    """Fail (not skip) when a page ``app.py`` declares, the page asked for
+    or a shipped checkpoint is missing."""
     pytest.importorskip("streamlit")
     absent_pages = [p for p in declared_pages() if not (APP.parent / p).is_file()]
     assert not absent_pages, f"app.py declares pages missing in the tree: {', '.join(absent_pages)}"
@@ -127,8 +128,8 @@ def app_at() -> Callable[..., object]:
         for key, value in query.items():
             at.query_params[key] = str(value)
         if page is not None:
-            # before the first run the page is found by its file name (app.py gives no custom url_path), so the
-            # default page (overview) is not computed first
+            # before the first run the page is found by its file name (app.py gives no custom url_path), so
+            # the default page (overview) is not computed first
             at.switch_page(page_path(page))
         at.run()
         return at
@@ -137,8 +138,8 @@ def app_at() -> Callable[..., object]:
 
 
 def figure_titled(figures: list, title_start: str):
-    """The first of ``figures`` (``go.Figure``, from ``chart_figures``) whose title starts with ``title_start``;
-    fails, listing the titles drawn, when there is none."""
+    """The first of ``figures`` (``go.Figure``, from ``chart_figures``) whose title starts with
+    ``title_start``; fails, listing the titles drawn, when there is none."""
     found = [f for f in figures if (f.layout.title.text or "").startswith(title_start)]
     assert found, f"no figure titled {title_start!r}: {[f.layout.title.text for f in figures]}"
     return found[0]
@@ -161,7 +162,8 @@ def assert_app_ok() -> Callable[[object], None]:
 
 @pytest.fixture
 def chart_specs() -> Callable[[object], list[dict]]:
-    """``chart_specs(at)``: the plotly figures the last run drew, as dicts ``{"data": [...], "layout": {...}}``."""
+    """``chart_specs(at)``: the plotly figures the last run drew,
+    as dicts ``{"data": [...], "layout": {...}}``."""
     import json
 
     def specs(at) -> list[dict]:
@@ -190,7 +192,8 @@ def decoded_spec(obj):
 
 
 def plotly_array(value):
-    """One array of a plotly JSON spec as numpy: a typed-array dict decoded (its dtype kept), a list as float."""
+    """One array of a plotly JSON spec as numpy: a typed-array dict decoded (its dtype kept),
+    a list as float."""
     import numpy as np
 
     decoded = decoded_spec(value)
@@ -199,7 +202,8 @@ def plotly_array(value):
 
 @pytest.fixture
 def chart_figures() -> Callable[[object], list]:
-    """``chart_figures(at)``: the plotly figures the last run drew, as ``go.Figure`` (typed arrays decoded)."""
+    """``chart_figures(at)``: the plotly figures the last run drew, as ``go.Figure``
+    (typed arrays decoded)."""
     import json
 
     import plotly.graph_objects as go

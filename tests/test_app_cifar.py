@@ -1,9 +1,9 @@
 """Every page of the app on the shipped CIFAR pairs (resnet20 baseline vs Tf-FD), where the data is at hand.
 
 The digits pair is what the page tests use; this is the README's promise for the CIFAR pairs: pick them in the
-sidebar, point the data root at the CIFAR files, and every page draws its charts (the Sweep page, where no sweep
-table of the dataset is shipped, the command that makes one). Skipped where ``../shared/data`` (or ``$TFFD_DATA``)
-has no CIFAR files.
+sidebar, point the data root at the CIFAR files, and every page draws its charts (the Sweep page, where no
+sweep table of the dataset is shipped, the command that makes one). Skipped where ``../shared/data`` (or
+``$TFFD_DATA``) has no CIFAR files.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The conventions every page of the app keeps (read from the source), and the one query-parameter reader.
 
-Each page ``app.py`` declares is at most ``MAX_PAGE_LINES`` lines; its widget keys start with ``<page>-`` and its
-query parameters with ``<page>_`` (the sidebar's are the app's and have no prefix); no library function is named
-by a string (the cache takes the function itself). ``query_param`` falls back to the default for an absent
-parameter, a word where a number belongs and a value not among the options.
+Each page ``app.py`` declares is at most ``MAX_PAGE_LINES`` lines; its widget keys start with ``<page>-`` and
+its query parameters with ``<page>_`` (the sidebar's are the app's and have no prefix); no library function is
+named by a string (the cache takes the function itself). ``query_param`` falls back to the default for an
+absent parameter, a word where a number belongs and a value not among the options.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def _pages() -> list[Path]:
 
 
 def _head(node: ast.expr) -> str | None:
-    """A string constant, or the constant start of an f-string (``f"ranking-band-{key}"`` -> ``"ranking-band-"``)."""
+    """A string constant, or the constant start of an f-string (``f"ranking-band-{key}"`` ->
+    ``"ranking-band-"``)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):

@@ -248,8 +248,8 @@ def test_cli_does_not_start_on_a_busy_machine_unless_allowed(
 def test_gpu_benchmarks_import_only_core_modules() -> None:
     code = (
         "import sys; import bench.train_step, bench.cka, bench.cka_flat, bench.extract, bench.scaling, "
-        "bench.profile_step, "
-        "bench.report; print(sorted(m for m in ('streamlit', 'plotly', 'captum', 'pandas') if m in sys.modules))"
+        "bench.profile_step, bench.report; "
+        "print(sorted(m for m in ('streamlit', 'plotly', 'captum', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,20 +1,20 @@
 """Real-browser test of the Streamlit app: Debian's chromium driven through Playwright (marker ``browser``).
 
 One ``streamlit run app.py`` server per module (headless, on a free port of 127.0.0.1, its log in
-``artifacts/browser/streamlit.log``). Every page that ``app.py`` declares is opened at its URL path with a small
-sample batch (``?n=32``); it must finish its script run, show its own title, draw plotly charts that all hold
-data (but the placeholders of ``EMPTY_BY_DESIGN``, which show their message), and show no exception, no
+``artifacts/browser/streamlit.log``). Every page that ``app.py`` declares is opened at its URL path with a
+small sample batch (``?n=32``); it must finish its script run, show its own title, draw plotly charts that all
+hold data (but the placeholders of ``EMPTY_BY_DESIGN``, which show their message), and show no exception, no
 ``st.error`` and no traceback. A full-page screenshot of each page goes to ``artifacts/browser/<page>.png``.
-Two interactions: the "λ intra" slider of the losses page is moved with the keyboard; the page must re-run (the
-URL's ``losses_lambda_intra`` and the weighted chart's title follow the new lambda) without an exception. On the what-if page a small run
-(3 steps, 16 held-out images, set through its query parameters) is started with its Run button; its progress
-must be seen between 0 and 100 % while it runs, then the answer, the train command, its figures and the
-comparison table (screenshot ``artifacts/browser/whatif_run.png``).
+Two interactions: the "λ intra" slider of the losses page is moved with the keyboard; the page must re-run
+(the URL's ``losses_lambda_intra`` and the weighted chart's title follow the new lambda) without an exception.
+On the what-if page a small run (3 steps, 16 held-out images, set through its query parameters) is started
+with its Run button; its progress must be seen between 0 and 100 % while it runs, then the answer, the train
+command, its figures and the comparison table (screenshot ``artifacts/browser/whatif_run.png``).
 
-The tests assert what the pages show, not how fast: the waits below are bounds against a hung run, far above the
-times ``bench/app_latency.py`` (a page's first run, a widget change, a cached redraw; ``--page`` for any page) and
-``bench/whatif.py`` (a what-if step) measure. Skips when ``/usr/bin/chromium`` or Playwright is absent; a declared
-page or a shipped checkpoint of the default selection that is missing fails.
+The tests assert what the pages show, not how fast: the waits below are bounds against a hung run, far above
+the times ``bench/app_latency.py`` (a page's first run, a widget change, a cached redraw; ``--page`` for any
+page) and ``bench/whatif.py`` (a what-if step) measure. Skips when ``/usr/bin/chromium`` or Playwright is
+absent; a declared page or a shipped checkpoint of the default selection that is missing fails.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ PAGE_QUERY = {"cka": {"cka_n": "64"}}
 """Extra query parameters per page (keeps the CKA page's own image count small)."""
 HEALTH_TIMEOUT_S = 90.0
 RUN_TIMEOUT_MS = 120_000
-"""Bound on one page's script run against a hang, not a speed target (the first page also imports torch and loads
-both checkpoints; bench/app_latency.py measures the times)."""
+"""Bound on one page's script run against a hang, not a speed target (the first page also imports torch and
+loads both checkpoints; bench/app_latency.py measures the times)."""
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16_000
 EMPTY_BY_DESIGN = ("What-if: training curves (press Run)",)
@@ -74,10 +74,12 @@ APP_IDLE_JS = """() => {
         && document.querySelector('[data-testid="stStatusWidget"]') === null;
 }"""
 CHARTS_DRAWN_JS = """empty => {
-    if (document.querySelector('[data-testid="stException"]') !== null) return true;  // reported by the checks
+    // an exception ends the wait: it is reported by the checks
+    if (document.querySelector('[data-testid="stException"]') !== null) return true;
     const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
     return charts.length > 0 && charts.every(c => c.querySelector(
-        '.js-plotly-plot .main-svg .cartesianlayer g.trace, .js-plotly-plot .main-svg .cartesianlayer image') !== null
+        '.js-plotly-plot .main-svg .cartesianlayer g.trace, .js-plotly-plot .main-svg .cartesianlayer image'
+        ) !== null
         || (c.querySelector('.js-plotly-plot .main-svg') !== null
             && empty.includes(c.querySelector('.gtitle')?.textContent)));
 }"""
@@ -147,7 +149,8 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def app_url() -> Iterator[str]:
-    """Base URL of a headless ``streamlit run app.py`` on a free port of 127.0.0.1 (terminated at teardown)."""
+    """Base URL of a headless ``streamlit run app.py`` on a free port of 127.0.0.1
+    (terminated at teardown)."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
@@ -348,10 +351,11 @@ WHATIF_QUERY = {
     "whatif_steps": str(WHATIF_STEPS),
     "whatif_heldout": "16",
 }
-"""The what-if run: model A (digits resnet8), intra on two stages, one inter pair, 3 steps, 16 held-out images."""
+"""The what-if run: model A (digits resnet8), intra on two stages, one inter pair, 3 steps,
+16 held-out images."""
 WHATIF_RUN_TIMEOUT_MS = 300_000
-"""Bound on the what-if run against a hang, not a speed target (3 arms x 3 steps and 4 held-out evaluations take
-seconds, minutes on a loaded machine; bench/whatif.py measures a step)."""
+"""Bound on the what-if run against a hang, not a speed target (3 arms x 3 steps and 4 held-out evaluations
+take seconds, minutes on a loaded machine; bench/whatif.py measures a step)."""
 WHATIF_RECORD_JS = """() => {
     // every state the run passes through: the progress bar (value, text) and the live curves' point count
     const seen = window.__whatif = {progress: [], points: []};
@@ -363,7 +367,8 @@ WHATIF_RECORD_JS = """() => {
             const value = Number(bar.getAttribute('aria-valuenow'));
             const text = bar.closest('[data-testid="stProgress"]').innerText.trim();
             const last = seen.progress[seen.progress.length - 1];
-            if (!last || last.value !== value || last.text !== text) seen.progress.push({value, text, running});
+            if (!last || last.value !== value || last.text !== text)
+                seen.progress.push({value, text, running});
         }
         for (const gd of document.querySelectorAll('.js-plotly-plot')) {
             const title = gd.querySelector('.gtitle');
@@ -451,7 +456,8 @@ def test_whatif_run_shows_progress_and_the_comparison(page, app_url: str) -> Non
     )
     quantities = [q.strip() for q in grid.locator('td[aria-colindex="1"]').all_text_contents()]
     taps, pairs = ["layer1", "layer2", "layer3"], ["layer1->layer2", "layer1->layer3", "layer2->layer3"]
-    # whatif.compare_arms: accuracy, then every stage, every pair and their means, raw and relative to the maps
+    # whatif.compare_arms: accuracy, then every stage, every pair and their means,
+    # raw and relative to the maps
     raw = [f"intra {t}" for t in [*taps, "mean"]] + [f"inter {p}" for p in [*pairs, "mean"]]
     expected = ["accuracy", *raw, *[f"{q} (relative)" for q in raw]]
     assert grid.get_attribute("aria-rowcount") == str(1 + len(expected))

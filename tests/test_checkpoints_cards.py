@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.checkpoints.cards: the card keys, and cards written as strict JSON (NaN / inf -> null)."""
+"""Tests of tffd_viz.checkpoints.cards: the card keys, and cards written as strict JSON
+(NaN / inf -> null)."""
 
 from __future__ import annotations
 

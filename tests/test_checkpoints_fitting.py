@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.checkpoints.fitting: strict loading (keys, shapes, NaN/Inf weights) and readable errors."""
+"""Tests of tffd_viz.checkpoints.fitting: strict loading (keys, shapes, NaN/Inf weights)
+and readable errors."""
 
 from __future__ import annotations
 

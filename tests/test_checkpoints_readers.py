@@ -112,7 +112,8 @@ def test_repdistiller_dict_with_namespace_and_numpy_scalars(tmp_path):
 
 
 def test_numpy1_scalar_name_in_legacy_pickle():
-    """numpy 1 names the scalar constructor numpy.core.multiarray.scalar, numpy 2 numpy._core...: both load."""
+    """numpy 1 names the scalar constructor numpy.core.multiarray.scalar,
+    numpy 2 numpy._core...: both load."""
     data = torch_bytes({"model": state_of("resnet8", 10), "best_acc": np.float64(64.5)}, legacy=True)
     numpy2_name, numpy1_name = b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n"
     written, other = (numpy2_name, numpy1_name) if numpy2_name in data else (numpy1_name, numpy2_name)

@@ -5,8 +5,8 @@ that model's lock around each library call (taking several locks in one global o
 Here 6 "sessions" (threads), each with its own batch seed, criterion and layer, run the app's calls
 at once on two shared models through the same locking, and must get exactly the numbers a sequential
 run gets (and 8 sessions, each on its own page, seed and pair of four models of three architectures, must
-get the numbers and figure JSON each gets alone); afterwards each model's state_dict, modes, ``requires_grad`` flags, ``.grad`` and hook
-dictionaries must be as before (cached models are never mutated).
+get the numbers and figure JSON each gets alone); afterwards each model's state_dict, modes, ``requires_grad``
+flags, ``.grad`` and hook dictionaries must be as before (cached models are never mutated).
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def locked_call(entries: list[Entry], fn: Callable[..., Any], *args: Any) -> Any
 
 
 def at_once(work: Callable[[int], None], n: int, join_s: float = 60.0) -> None:
-    """Run ``work(0)`` ... ``work(n - 1)`` in ``n`` threads released together; fail when one raises (the errors
-    with their thread) or is still running after ``join_s`` (a deadlock: a guard, not a speed target)."""
+    """Run ``work(0)`` ... ``work(n - 1)`` in ``n`` threads released together; fail when one raises
+    (the errors with their thread) or is still running after ``join_s``
+    (a deadlock: a guard, not a speed target)."""
     start = threading.Barrier(n)
     errors: list[tuple[int, BaseException]] = []
 

@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.fused_losses: each fused kernel against plain autograd of its formula, in both memory layouts.
+"""Tests of tffd_viz.fused_losses: each fused kernel against plain autograd of its formula,
+in both memory layouts.
 
 (The public terms built on them, intra_fd / inter_fd / tffd_terms, are checked against the restated reference
 formulas in test_losses.py.)

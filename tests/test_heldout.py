@@ -31,7 +31,8 @@ DIGITS_BASELINE = ROOT / "checkpoints" / "digits_resnet8_baseline_s0.safetensors
 
 
 def _plain_intra(f: torch.Tensor) -> float:
-    """The intra term re-stated from the formula: saliency of the L2-normalised maps, sort, top k vs bottom k."""
+    """The intra term re-stated from the formula: saliency of the L2-normalised maps, sort,
+    top k vs bottom k."""
     n, c = f.shape[:2]
     flat = f.reshape(n, c, -1).double()
     sal = (flat / flat.norm(dim=2, keepdim=True).clamp_min(1e-12)).mean(dim=(0, 2))

@@ -1,4 +1,5 @@
-"""ImageNet-size models: torchvision architectures, their checkpoints, the lazy 224-pixel image folder, training.
+"""ImageNet-size models: torchvision architectures, their checkpoints,
+the lazy 224-pixel image folder, training.
 
 Covers tffd_viz.models.imagenet, tffd_viz.imagefolder, tffd_viz.scale and the ImageNet parts of checkpoints,
 data, features and train. No ImageNet here: a tiny image-folder tree of generated images, random-init models.

@@ -510,7 +510,8 @@ def test_intra_value_and_gradient_equal_autograd_of_plain_formula(layout, c) -> 
 
 
 def test_tffd_terms_gradients_equal_plain_formulas_and_keep_channels_last() -> None:
-    """All six resnet20 terms: the shared poolings give each term's value and gradient, in the maps' layout."""
+    """All six resnet20 terms: the shared poolings give each term's value and gradient,
+    in the maps' layout."""
     feats = [
         post_relu(*shape, seed=i).double().contiguous(memory_format=torch.channels_last).requires_grad_(True)
         for i, shape in enumerate(RESNET20_SHAPES)

@@ -230,7 +230,8 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(name: str, kernel_env: str) -
 @pytest.mark.data
 @pytest.mark.parametrize("pair", ["cifar10", "cifar100"])
 def test_notebook_02_runs_on_a_shipped_cifar_pair(pair: str, kernel_env: str, monkeypatch) -> None:
-    """``PAIR = "cifar10"`` / ``"cifar100"``: the same comparison on the ResNet-20 pair, where it ships and the data is."""
+    """``PAIR = "cifar10"`` / ``"cifar100"``: the same comparison on the ResNet-20 pair,
+    where it ships and the data is."""
     from conftest import CIFAR_ROOT, cifar_pair
     from nbclient import NotebookClient
 

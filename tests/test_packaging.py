@@ -1,4 +1,5 @@
-"""Tests of the packaging: pyproject's dependencies agree with requirements.txt, and the wheel ships ``py.typed``."""
+"""Tests of the packaging: pyproject's dependencies agree with requirements.txt,
+and the wheel ships ``py.typed``."""
 
 from __future__ import annotations
 

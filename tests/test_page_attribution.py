@@ -1,4 +1,5 @@
-"""AppTest of the Attribution page: runs on the shipped digits models, reacts to its widgets, shows library maps."""
+"""AppTest of the Attribution page: runs on the shipped digits models, reacts to its widgets,
+shows library maps."""
 
 from __future__ import annotations
 

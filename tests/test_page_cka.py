@@ -1,4 +1,5 @@
-"""AppTest of the CKA page: runs on the shipped digits models, reacts to its widgets, shows the library's values."""
+"""AppTest of the CKA page: runs on the shipped digits models, reacts to its widgets,
+shows the library's values."""
 
 from __future__ import annotations
 

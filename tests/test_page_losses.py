@@ -1,4 +1,5 @@
-"""AppTest of the Losses and lambdas page: term table, lambda what-if, stage/pair choice, links with the choices."""
+"""AppTest of the Losses and lambdas page: term table, lambda what-if, stage/pair choice,
+links with the choices."""
 
 from __future__ import annotations
 

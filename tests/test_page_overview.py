@@ -1,4 +1,5 @@
-"""AppTest of the Overview page: cards, recomputed accuracy, confusion, disagreements, seeds, curves, uploads."""
+"""AppTest of the Overview page: cards, recomputed accuracy, confusion, disagreements,
+seeds, curves, uploads."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _metric(at, prefix: str):
 
 def _assert_breakdown(figures, a: str, b: str, n: int) -> None:
     """One full-width figure for both models: per-class errors (one bar per class and model) when both are at
-    or above ERROR_BARS_ABOVE on the batch, else both confusion matrices side by side, each summing to ``n``."""
+    or above ERROR_BARS_ABOVE on the batch, else both confusion matrices side by side,
+    each summing to ``n``."""
     from tffd_viz.plots import ERROR_BARS_ABOVE
 
     _, labels = sample_batch("digits", "test", n=n, seed=0)

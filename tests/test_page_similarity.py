@@ -1,4 +1,5 @@
-"""AppTest of the Similarity page: runs on the shipped digits models, reacts to its widgets, shows library values."""
+"""AppTest of the Similarity page: runs on the shipped digits models, reacts to its widgets,
+shows library values."""
 
 from __future__ import annotations
 

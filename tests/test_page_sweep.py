@@ -1,4 +1,5 @@
-"""AppTest of the Sweep page: the sweep table's heatmaps (cells = mean over seeds), or the command that makes one."""
+"""AppTest of the Sweep page: the sweep table's heatmaps (cells = mean over seeds),
+or the command that makes one."""
 
 from __future__ import annotations
 

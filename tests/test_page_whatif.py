@@ -1,5 +1,6 @@
-"""AppTest of the Try lambdas page: defaults from the Losses page's query parameters, a run with its progress and
-the final comparison (equal to the library's), a stopped run keeping what was done, the link from Losses."""
+"""AppTest of the Try lambdas page: defaults from the Losses page's query parameters,
+a run with its progress and the final comparison (equal to the library's),
+a stopped run keeping what was done, the link from Losses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.recipes: the recipes are the reference's settings, and the one source of the paper's numbers."""
+"""Tests of tffd_viz.recipes: the recipes are the reference's settings,
+and the one source of the paper's numbers."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def test_sections_come_in_order_with_figures_and_tables(sections: list) -> None:
         assert s.tables and all(isinstance(t.frame, pd.DataFrame) and len(t.frame) for t in s.tables), s.id
         assert len(s.intro) > 80
     fig_titles = {s.id: [f.layout.title.text for f in s.figures] for s in sections}
-    # overview: both models in one figure (per-class errors near 100 %, else both matrices), the training curves
+    # overview: both models in one figure (per-class errors near 100 %, else both matrices),
+    # the training curves
     assert fig_titles["overview"][0].startswith(("Errors per class", "Confusion matrices"))
     assert len(sections[0].figures[0].data) == 2
     assert sum(len(f.data) for f in sections[0].figures[1:]) > 0

@@ -231,7 +231,10 @@ CHECKPOINT_CORPUS: dict[str, BadCheckpoint] = {
     # well-formed files that do not fit
     "card-lies-about-arch": BadCheckpoint(
         lambda m: with_card(arch="resnet20"),
-        r"does not fit resnet20 \(arch from the card.*missing keys: layer1\.1\..*look like resnet8 with 10 classes",
+        (
+            r"does not fit resnet20 \(arch from the card.*missing keys: layer1\.1\..*"
+            r"look like resnet8 with 10 classes"
+        ),
     ),
     "card-lies-about-class-count": BadCheckpoint(
         lambda m: with_card(num_classes=100), r"fc\.weight checkpoint \(10, 64\) vs model \(100, 64\)"

@@ -1,4 +1,5 @@
-"""Tests for tffd_viz.similarity.channels: channel cosine matrices, salient/redundant pairs, inter-layer alignment."""
+"""Tests for tffd_viz.similarity.channels: channel cosine matrices, salient/redundant pairs,
+inter-layer alignment."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import torch
 from tffd_viz.errors import TapError, TffdVizError
 from tffd_viz.similarity.channels import channel_cosine_matrix, inter_layer_alignment, paired_channel_cosine
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # channel similarity
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
@@ -67,7 +68,8 @@ def test_paired_channel_cosine(c: int) -> None:
     got = paired_channel_cosine(f, order)
     h = c // 2
     assert got.shape == (h,)
-    # the top floor(C/2) salient channels paired in order with the bottom floor(C/2) (middle one left out if odd)
+    # the top floor(C/2) salient channels paired in order with the bottom floor(C/2)
+    # (middle one left out if odd)
     expected = [
         cosine(channel_vector(f, int(order[i])), channel_vector(f, int(order[c - h + i]))) for i in range(h)
     ]

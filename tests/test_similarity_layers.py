@@ -15,9 +15,9 @@ from tffd_viz.similarity.cka import CKA_METHODS, ConstantFeatureWarning
 from tffd_viz.similarity.layers import channel_similarity_views, inter_layer_alignments, layer_cka_matrices
 from tffd_viz.similarity.minibatch import MinibatchCKA
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # models over images: layer_cka_matrices, channel_similarity_views, inter_layer_alignments
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def zoo_pair(n: int, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Tests for tffd_viz.similarity.minibatch: MinibatchCKA against the published implementation and full batch."""
+"""Tests for tffd_viz.similarity.minibatch:
+MinibatchCKA against the published implementation and full batch."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def nguyen_minibatch_cka(batches_a: list[list[np.ndarray]], batches_b: list[list
     return acc / np.sqrt(acc1)[:, None] / np.sqrt(acc2)[None, :]
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # data
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def model_layers(
@@ -74,9 +75,9 @@ def full_matrix(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor([[linear_cka(x, y, debiased=True) for y in b] for x in a], dtype=torch.float64)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # minibatch CKA
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def test_minibatch_single_batch_equals_full_debiased() -> None:
@@ -102,7 +103,8 @@ def test_minibatch_close_to_full_batch(batch: int) -> None:
     # Measured on this data model over seeds 0-19 (max |difference| over the 3x2 matrix):
     #   n=1024: median 0.0049 / max 0.0097 (batch 64), median 0.0034 / max 0.0075 (batch 128);
     #   n=4096: median 0.0026 / max 0.0046 (batch 64), median 0.0019 / max 0.0042 (batch 128).
-    # So the 0.005 bound holds for every seed only at n=4096, which is used here (seed 0; the test stays fast).
+    # So the 0.005 bound holds for every seed only at n=4096, which is used here
+    # (seed 0; the test stays fast).
     a, b = model_layers(4096, seed=0)
     got = accumulate(MinibatchCKA(3, 2), a, b, batch=batch)
     assert (got - full_matrix(a, b)).abs().max().item() < 0.005

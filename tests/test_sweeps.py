@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.sweeps: layer presets, the grid check, training a grid, and the one table reader/writer."""
+"""Tests of tffd_viz.sweeps: layer presets, the grid check, training a grid,
+and the one table reader/writer."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests of tffd_viz.train and its parts (tffd_viz.training): options, augmentation, schedules, one step, the loop,
-resume, torchrun, divergence. Recipes: test_recipes.py; sweeps: test_sweeps.py."""
+"""Tests of tffd_viz.train and its parts (tffd_viz.training): options, augmentation, schedules, one step, the
+loop, resume, torchrun, divergence. Recipes: test_recipes.py; sweeps: test_sweeps.py."""
 
 from __future__ import annotations
 
@@ -419,7 +419,8 @@ def test_ranks_with_different_weights_fail_loudly(monkeypatch) -> None:
         r"abababababab, rank 1: abababababab, rank 2: cdcdcdcdcdcd\)",
     ):
         checked_rank_hashes(["ab" * 32, "ab" * 32, "cd" * 32])
-    # the all-gather of rank 0 sees another hash from rank 1: rank 0 raises (as rank 1 does with the same list)
+    # the all-gather of rank 0 sees another hash from rank 1: rank 0 raises
+    # (as rank 1 does with the same list)
     model = create_model("resnet8", num_classes=10, in_chans=1)
     monkeypatch.setattr(
         distributed.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, "0" * 64])
@@ -474,8 +475,9 @@ PAPER240_STATES = sorted((ROOT / "checkpoints").glob("*paper240*.resume.pt"))
 
 @pytest.mark.skipif(not PAPER240_STATES, reason="no paper240 run in progress (its resume states are removed)")
 def test_the_paper240_runs_in_progress_still_resume_with_this_code(tmp_path: Path) -> None:
-    """The command that started each run, parsed by today's CLI, gives a config the saved state accepts (the check
-    ``--resume`` makes); and the saved options are still options. Works on a copy: the states are never written."""
+    """The command that started each run, parsed by today's CLI, gives a config the saved state accepts
+    (the check ``--resume`` makes); and the saved options are still options.
+    Works on a copy: the states are never written."""
     import shutil
 
     from tffd_viz.cli import build_parser, config_overrides
@@ -628,7 +630,8 @@ def test_gpu_training_script_runs_both_arms_resumably_on_the_cpu(tmp_path: Path)
 # bad hyper-parameters and divergence (issue 21)
 # --------------------------------------------------------------------------------------------------
 
-#: option -> (a bad value, a fragment of the allowed range the message must name); one row per OPTION_RULES key.
+#: option -> (a bad value, a fragment of the allowed range the message must name);
+#: one row per OPTION_RULES key.
 BAD_OPTIONS: dict[str, tuple[object, str]] = {
     "method": ("kd", "['baseline', 'tffd', 'tffd_kd']"),
     "lambda_intra": (-1.0, "finite number >= 0"),
@@ -730,7 +733,8 @@ def test_nonfinite_terms_are_named_in_loss_order_and_baseline_checks_only_what_i
 def test_a_diverging_run_stops_at_its_step_names_the_term_and_keeps_the_last_good_resume_state(
     tmp_path,
 ) -> None:
-    """lambda_intra = 1e6 on digits (4 steps an epoch, warm-up 1/3 then 2/3) blows up in epoch 2 (measured)."""
+    """lambda_intra = 1e6 on digits (4 steps an epoch, warm-up 1/3 then 2/3)
+    blows up in epoch 2 (measured)."""
     from tffd_viz.errors import TrainingDiverged
 
     out = tmp_path / "div.safetensors"
@@ -766,7 +770,8 @@ def test_a_diverging_run_stops_at_its_step_names_the_term_and_keeps_the_last_goo
 
 
 def test_a_run_whose_last_step_leaves_non_finite_weights_is_stopped_before_any_file(tmp_path) -> None:
-    """lambda_intra = 1e7, 4 steps: the losses stay finite to the end of epoch 1, the weights do not (measured)."""
+    """lambda_intra = 1e7, 4 steps: the losses stay finite to the end of epoch 1,
+    the weights do not (measured)."""
     from tffd_viz.errors import TrainingDiverged
 
     out = tmp_path / "w"

@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.verdicts: noise references (re-stated formulas), verdict rules, measures against direct calls."""
+"""Tests of tffd_viz.verdicts: noise references (re-stated formulas), verdict rules,
+measures against direct calls."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of tffd_viz.whatif: the 100-step digits result, lambda 0 = control, determinism, validation, the CLI."""
+"""Tests of tffd_viz.whatif: the 100-step digits result, lambda 0 = control, determinism,
+validation, the CLI."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ Criteria
 Every function runs the model in eval mode (a model in train mode is switched and restored module
 by module), wraps it (:class:`LogitsOnly`) so that only the first tensor of its output is used as
 logits (models that return tuples), hands captum a probe that carries the first output tensor of
-the chosen layer (layers that return tuples), and leaves the parameters' ``.grad`` exactly as it found them (captum takes
-gradients with :func:`torch.autograd.grad`; any ``.grad`` it might write is put back).
+the chosen layer (layers that return tuples), and leaves the parameters' ``.grad`` exactly as it found them
+(captum takes gradients with :func:`torch.autograd.grad`; any ``.grad`` it might write is put back).
 Results are detached CPU float32 tensors.
 """
 

@@ -155,7 +155,8 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, *, for_sweep: bool =
 
 
 def default_recipe(arch: str | None) -> str:
-    """The recipe ``train`` uses when none is named: ``imagenet`` for torchvision's architectures, else ``paper``."""
+    """The recipe ``train`` uses when none is named: ``imagenet`` for torchvision's architectures, else
+    ``paper``."""
     from tffd_viz.models.imagenet import IMAGENET_ARCHS
 
     return "imagenet" if arch in IMAGENET_ARCHS else "paper"
@@ -331,7 +332,8 @@ def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_heldout(args: argparse.Namespace) -> int:
-    """Recompute ``heldout_terms`` (eval mode, whole test split, mean and spread over batches) into each card."""
+    """Recompute ``heldout_terms`` (eval mode, whole test split, mean and spread over batches) into each
+    card."""
     from tffd_viz.heldout import write_heldout_terms
 
     for path in args.paths:
@@ -358,8 +360,12 @@ _HELP = {
     "sweep": "short trainings over a grid of lambdas, layers and seeds into one table",
     "report": "one self-contained HTML report comparing two checkpoints",
     "checkpoints": "list a folder of checkpoints as a markdown table (from their model cards)",
-    "heldout": "recompute the held-out Tf-FD terms (test split, eval mode, with spread) into checkpoint cards",
-    "whatif": "try lambdas before training: short fine-tunes (control, Tf-FD arm, second control) from one model",
+    "heldout": (
+        "recompute the held-out Tf-FD terms (test split, eval mode, with spread) into checkpoint cards"
+    ),
+    "whatif": (
+        "try lambdas before training: short fine-tunes (control, Tf-FD arm, second control) from one model"
+    ),
 }
 
 

@@ -535,9 +535,9 @@ def _load_cached(
 
 
 def card_image_size(card: dict, name: str) -> int | None:
-    """The ``image_size`` to load dataset ``name`` at for a model with ``card``: the card's ``input_size`` where
-    the dataset has sized forms (:data:`SIZED_DATASETS`; 224 for the torchvision architectures) and it is above 32,
-    else None (the in-memory 32x32 dataset)."""
+    """The ``image_size`` to load dataset ``name`` at for a model with ``card``: the card's ``input_size``
+    where the dataset has sized forms (:data:`SIZED_DATASETS`; 224 for the torchvision architectures) and it
+    is above 32, else None (the in-memory 32x32 dataset)."""
     size = card.get("input_size")
     if name in SIZED_DATASETS and isinstance(size, int) and not isinstance(size, bool) and size > IMAGE_SIZE:
         return size

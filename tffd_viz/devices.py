@@ -1,4 +1,5 @@
-"""The one rule for turning a device request (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) into a device.
+"""The one rule for turning a device request (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) into
+a device.
 
 Training, the checkpoint loader, the app and the benchmarks all call :func:`resolved_device`; they differ only
 in what an unavailable accelerator means for them, which they say with ``unavailable``:

@@ -196,15 +196,18 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 #: Input pixels (images x H x W) of one no-grad pass at most: 1024 images of 32x32, 20 of 224x224 (a ResNet-18
-#: pass on 20 images of 224 peaks near 0.3 GB), so 224-pixel pages stay far under 2 GB whatever batch they ask for.
+#: pass on 20 images of 224 peaks near 0.3 GB), so 224-pixel pages stay far under 2 GB whatever batch they ask
+#: for.
 PASS_PIXELS = 1024 * 32 * 32
-#: The same for a pass that keeps its graph for gradients (about 10x the memory per image): 5 images of 224x224.
+#: The same for a pass that keeps its graph for gradients (about 10x the memory per image): 5 images of
+#: 224x224.
 GRAD_PASS_PIXELS = 256 * 32 * 32
 
 
 def pass_batch_size(images: Tensor, batch_size: int | None, pixels: int = PASS_PIXELS) -> int:
     """Return ``batch_size`` (None: no limit) capped so one pass over ``images (N, C, H, W)`` holds at most
-    ``pixels`` input pixels per channel, and at least one image. Unchanged for 32x32 inputs and the defaults."""
+    ``pixels`` input pixels per channel, and at least one image. Unchanged for 32x32 inputs and the
+    defaults."""
     h, w = int(images.shape[-2]), int(images.shape[-1])
     cap = max(1, int(pixels) // max(1, h * w))
     return cap if batch_size is None else max(1, min(int(batch_size), cap))

@@ -155,7 +155,8 @@ def paired_mse(f: Tensor, order: Tensor, k: int) -> Tensor:
 
 
 def pooled_to(f: Tensor, size: tuple[int, int]) -> Tensor:
-    """Average-pool ``f (N, C, H, W)`` to ``size``; exact divisions use ``avg_pool2d`` (same values, faster backward)."""
+    """Average-pool ``f (N, C, H, W)`` to ``size``; exact divisions use ``avg_pool2d`` (same values, faster
+    backward)."""
     h, w = f.shape[2], f.shape[3]
     if (h, w) == size:
         return f

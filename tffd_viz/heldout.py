@@ -132,7 +132,8 @@ def scale_free_terms(
 
 
 def _mean_std(values: list[float], weights: list[int]) -> tuple[float | None, float | None]:
-    """Size-weighted mean and the (unweighted, ddof=1) standard deviation over batches; None where undefined."""
+    """Size-weighted mean and the (unweighted, ddof=1) standard deviation over batches; None where
+    undefined."""
     finite = [(v, w) for v, w in zip(values, weights, strict=True) if math.isfinite(v)]
     if not finite:
         return None, None
@@ -181,8 +182,8 @@ def heldout_terms(
     -------
     dict
         The keys of :data:`HELDOUT_KEYS`: ``split``, ``n``, ``batch_size``, ``batches``; ``intra``, ``inter``,
-        ``intra_rel``, ``inter_rel``, ``energy`` (means over batches, weighted by batch size) and the same with
-        ``_std`` (standard deviation over batches, ddof 1; None with one batch); ``accuracy`` (percent).
+        ``intra_rel``, ``inter_rel``, ``energy`` (means over batches, weighted by batch size) and the same
+        with ``_std`` (standard deviation over batches, ddof 1; None with one batch); ``accuracy`` (percent).
 
     Raises
     ------
@@ -245,8 +246,8 @@ def write_heldout_terms(
 ) -> dict[str, Any]:
     """Recompute a checkpoint's ``heldout_terms`` on its dataset's test split and rewrite its card.
 
-    Both the ``.json`` beside the file and the card inside the ``.safetensors`` metadata (which the loader reads
-    first) are rewritten; the weights are written back unchanged.
+    Both the ``.json`` beside the file and the card inside the ``.safetensors`` metadata (which the loader
+    reads first) are rewritten; the weights are written back unchanged.
 
     Parameters
     ----------

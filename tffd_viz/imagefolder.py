@@ -135,7 +135,8 @@ def _to_uint8(img: Any) -> np.ndarray:
 
 
 def _decode_eval(path: str, size: int) -> np.ndarray:
-    """``uint8 (3, size, size)``: shorter side to :func:`resize_side`, centre crop (torchvision's arithmetic)."""
+    """``uint8 (3, size, size)``: shorter side to :func:`resize_side`, centre crop (torchvision's
+    arithmetic)."""
     from PIL import Image
 
     img = _open_rgb(path)
@@ -153,7 +154,8 @@ def _decode_eval(path: str, size: int) -> np.ndarray:
 
 
 def _decode_rrc(path: str, size: int, u: torch.Tensor, flip: bool) -> np.ndarray:
-    """``uint8 (3, size, size)``: :func:`random_resized_crop_box` resized to ``size``, mirrored when ``flip``."""
+    """``uint8 (3, size, size)``: :func:`random_resized_crop_box` resized to ``size``, mirrored when
+    ``flip``."""
     from PIL import Image
 
     img = _open_rgb(path)
@@ -267,7 +269,8 @@ class LazyImageSplit(Dataset):
         return torch.from_numpy(np.stack(arrays))
 
     def uint8(self, index: torch.Tensor | slice | Sequence[int] | None = None) -> torch.Tensor:
-        """Return ``uint8 (n, 3, S, S)`` images at ``index`` with the evaluation transform (decodes only those)."""
+        """Return ``uint8 (n, 3, S, S)`` images at ``index`` with the evaluation transform
+        (decodes only those)."""
         paths = self.paths
         return self._decoded([(paths[i], self.image_size) for i in self._positions(index)], _decode_eval)
 

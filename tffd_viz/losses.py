@@ -121,7 +121,8 @@ def _check_batches(shallow: Tensor, deep: Tensor, what: str) -> None:
 
 
 def reduction_fn(reduction: str) -> Callable[[list[Tensor]], Tensor]:
-    """The :data:`REDUCTIONS` entry named ``reduction``; raise :class:`TffdVizError` listing them otherwise."""
+    """The :data:`REDUCTIONS` entry named ``reduction``; raise :class:`TffdVizError` listing them
+    otherwise."""
     try:
         return REDUCTIONS[reduction]
     except (KeyError, TypeError):
@@ -480,7 +481,8 @@ def tffd_terms(
         names[i]: intra_fd(named[i][1], detach_salient=detach_salient, saliency_fn=saliency_fn)
         for i in stage_ids
     }
-    # inter_fd per pair, with each stage's poolings shared between its pairs (see tffd_viz.fused_losses.Pyramid)
+    # inter_fd per pair, with each stage's poolings shared between its pairs (see
+    # tffd_viz.fused_losses.Pyramid)
     shallow_side = {i: Pyramid(named[i][1]) for i, _ in pair_ids}
     deep_side = {j: Pyramid(named[j][1].detach()) for _, j in pair_ids}
     inter = {}

@@ -253,7 +253,8 @@ def _keep_adapter(
     model: nn.Module, handle: RemovableHandle | None, adapter: InputNormalisation | None
 ) -> None:
     """Store the hook's handle and its adapter as plain attributes of ``model`` (in its ``__dict__``, where
-    ``nn.Module.__setattr__`` puts any value that is not a tensor or a module; its signature admits only those)."""
+    ``nn.Module.__setattr__`` puts any value that is not a tensor or a module; its signature admits only
+    those)."""
     vars(model).update(_input_normalisation_handle=handle, input_normalisation=adapter)
 
 

@@ -5,8 +5,8 @@ This module is the only place the paper's numbers (lambdas, warm-up, learning-ra
 :mod:`tffd_viz.losses` re-exports :data:`PAPER_LAMBDA_INTRA`, :data:`PAPER_LAMBDA_INTER` and
 :data:`PAPER_WARMUP` from here.
 
-Every recipe has the same keys (airbench style: nothing hidden elsewhere); the recipes other than ``paper`` are
-``paper`` with the values that differ written out.
+Every recipe has the same keys (airbench style: nothing hidden elsewhere); the recipes other than ``paper``
+are ``paper`` with the values that differ written out.
 
 >>> from tffd_viz.recipes import RECIPES
 >>> RECIPES["paper"]["lambda_intra"], RECIPES["cpu30"]["epochs"]
@@ -64,9 +64,9 @@ RECIPES["cpu30"] = {
     "padding_mode": "zeros",  # black padding (torchvision's RandomCrop(32, padding=4))
 }
 
-# torchvision's ImageNet reference (references/classification: resnet18 ... resnet50): SGD 0.1, momentum 0.9 (not
-# Nesterov), weight decay 1e-4, 90 epochs, /10 at 30 and 60, RandomResizedCrop(224) + flip, evaluation resize 256 +
-# centre crop 224. Lambdas and warm-up stay the CIFAR ones.
+# torchvision's ImageNet reference (references/classification: resnet18 ... resnet50): SGD 0.1, momentum 0.9
+# (not Nesterov), weight decay 1e-4, 90 epochs, /10 at 30 and 60, RandomResizedCrop(224) + flip, evaluation
+# resize 256 + centre crop 224. Lambdas and warm-up stay the CIFAR ones.
 RECIPES["imagenet"] = {
     **RECIPES["paper"],
     "arch": "resnet18",  # torchvision architecture, 224-pixel inputs
@@ -85,7 +85,8 @@ RECIPES["imagenet"] = {
     "augment": "random_resized_crop",  # scale 0.08-1, aspect 3/4-4/3, resized to 224
 }
 
-# resnet8 on scikit-learn digits: small crop (zero padding), no flip (digits are not mirror-symmetric), one-cycle.
+# resnet8 on scikit-learn digits: small crop (zero padding), no flip (digits are not mirror-symmetric),
+# one-cycle.
 RECIPES["digits"] = {
     **RECIPES["paper"],
     "arch": "resnet8",  # the smallest zoo ResNet

@@ -1,4 +1,5 @@
-"""Sizes and costs at ImageNet resolution: the reduced forms the app shows when maps or channel counts are large.
+"""Sizes and costs at ImageNet resolution: the reduced forms the app shows when maps or channel counts are
+large.
 
 At 224x224 a ResNet-18 stage map flattens to ``64 x 56 x 56 = 200,704`` values per image and a ResNet-50 stage
 has up to 2048 channels. The app never forms a ``D x D`` matrix over flattened maps (CKA works on ``n x n``
@@ -81,7 +82,8 @@ def cka_plan(image_size: int | None, flat_dims: Mapping[str, int], n_images: int
     -------
     dict
         ``large`` (bool), ``n`` (default number of images: 512 at 32 pixels, ``n_images`` for large inputs),
-        ``minibatch`` (default minibatch: 256, or :data:`CKA_LARGE_MINIBATCH`), ``note`` (str, empty at 32 pixels).
+        ``minibatch`` (default minibatch: 256, or :data:`CKA_LARGE_MINIBATCH`), ``note``
+        (str, empty at 32 pixels).
     """
     side = int(image_size or 32)
     if side <= LARGE_INPUT:
@@ -89,9 +91,9 @@ def cka_plan(image_size: int | None, flat_dims: Mapping[str, int], n_images: int
     widest = max(flat_dims.items(), key=lambda kv: kv[1], default=("", 0))
     gram = 8 * CKA_LARGE_MINIBATCH * widest[1] / 2**20
     note = (
-        f"At {side}x{side} pixels the maps are large (widest: {widest[0]}, {widest[1]:,} values per image when "
-        f"flattened), so CKA uses the linear kernel on the flattened maps through n x n Gram matrices only, "
-        f"minibatch by minibatch (default {CKA_LARGE_MINIBATCH} images, about {gram:.0f} MB of float64 "
+        f"At {side}x{side} pixels the maps are large (widest: {widest[0]}, {widest[1]:,} values per image "
+        "when flattened), so CKA uses the linear kernel on the flattened maps through n x n Gram matrices "
+        f"only, minibatch by minibatch (default {CKA_LARGE_MINIBATCH} images, about {gram:.0f} MB of float64 "
         f"features per layer at a time); no {widest[1]:,} x {widest[1]:,} matrix is ever formed. "
         f"It starts from the sidebar's {n_images} images."
     )

@@ -105,7 +105,8 @@ def disagreements(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tens
 
 
 def _number(value: object) -> str:
-    """``f"{value:g}"`` for a number, ``"?"`` for a missing or non-numeric one (cards of foreign checkpoints)."""
+    """``f"{value:g}"`` for a number, ``"?"`` for a missing or non-numeric one (cards of foreign
+    checkpoints)."""
     return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
 
 
@@ -125,7 +126,8 @@ def seed_groups(shipped: Shipped) -> list[dict]:
     Returns
     -------
     list of dict
-        ``{config, seeds, n, mean_acc, std_acc, min_acc, max_acc, accs}`` for configurations with at least two seeds.
+        ``{config, seeds, n, mean_acc, std_acc, min_acc, max_acc, accs}`` for configurations with at least two
+        seeds.
     """
     groups: dict[str, list[tuple[int, float]]] = {}
     for item in shipped:
@@ -179,9 +181,9 @@ def _mean_sd(mean: float | None, sd: float | None) -> str | None:
 
 
 def heldout_rows(shipped: Shipped) -> list[dict]:
-    """Return one row per (checkpoint, stage or pair) of the cards' ``heldout_terms`` (mean ± sd over batches):
-    ``file, term, raw, relative, energy`` as ``"mean ± sd"`` strings (the energy of a stage for intra rows, None
-    for inter rows); checkpoints without ``heldout_terms`` give no rows."""
+    """Return one row per (checkpoint, stage or pair) of the cards' ``heldout_terms``
+    (mean ± sd over batches): ``file, term, raw, relative, energy`` as ``"mean ± sd"`` strings (the energy of
+    a stage for intra rows, None for inter rows); checkpoints without ``heldout_terms`` give no rows."""
     rows = []
     for item in shipped:
         name, terms = _file_name(item[0]), item[1].get("heldout_terms")
@@ -213,8 +215,8 @@ def checkpoint_rows(shipped: Shipped) -> list[dict]:
     list of dict
         ``file, arch, dataset, method, lambda_intra, lambda_inter, recipe, epochs, seed, final_acc, best_acc,
         mean_intra, mean_inter, train_seconds`` where the means are over the terms of the last epoch's history
-        (training means; a baseline logs them too) and a baseline's lambdas are ``None`` (not trained on); then
-        ``heldout_acc, heldout_intra, heldout_intra_rel, heldout_inter, heldout_inter_rel``: the card's
+        (training means; a baseline logs them too) and a baseline's lambdas are ``None`` (not trained on);
+        then ``heldout_acc, heldout_intra, heldout_intra_rel, heldout_inter, heldout_inter_rel``: the card's
         ``heldout_terms`` (eval mode, test split) averaged over the stages / pairs (None without them).
     """
     rows = []

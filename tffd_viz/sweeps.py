@@ -256,7 +256,8 @@ def _result_row(cfg: TrainConfig, layers: str, card: dict[str, Any]) -> dict[str
 
 def _sweep_plan(base_config: TrainConfig, grid: Mapping[str, Sequence[Any]]) -> list[tuple[TrainConfig, str]]:
     """Every row's ``(config, layer preset)`` of a sweep, each checked (:meth:`TrainConfig.check`, stages and
-    pairs against the architecture's taps); raise :class:`TffdVizError` naming the first bad row and option."""
+    pairs against the architecture's taps); raise :class:`TffdVizError` naming the first bad row and
+    option."""
     axes: dict[str, list[Any]] = {
         "seeds": list(grid.get("seeds", [base_config.seed])),
         "layers": list(grid.get("layers", ["all"])),
@@ -333,10 +334,10 @@ def run_sweep(
     -------
     list of dict
         Every row of the table (old and new): the settings of :data:`SWEEP_KEYS`, ``final_acc``, ``best_acc``,
-        ``train_acc``, ``ce``, ``tffd_total``, ``intra_<tap>``, ``inter_<a>-><b>`` (last epoch), ``train_seconds``,
-        ``diverged`` and ``diverged_at``. A run that diverges (:class:`TrainingDiverged`) is a row with only its
-        settings, ``train_seconds``, ``diverged=True`` and ``diverged_at="epoch E step S term T"``; the sweep
-        goes on with the next row.
+        ``train_acc``, ``ce``, ``tffd_total``, ``intra_<tap>``, ``inter_<a>-><b>`` (last epoch),
+        ``train_seconds``, ``diverged`` and ``diverged_at``. A run that diverges (:class:`TrainingDiverged`)
+        is a row with only its settings, ``train_seconds``, ``diverged=True`` and
+        ``diverged_at="epoch E step S term T"``; the sweep goes on with the next row.
 
     Raises
     ------

@@ -121,14 +121,16 @@ def disagreement_rows(
 
 
 def seed_runs(groups: Sequence[Mapping[str, Any]]) -> Rows:
-    """One row per seed of every group of :func:`tffd_viz.summary.seed_groups`: ``{"config", "seed", "acc"}``."""
+    """One row per seed of every group of :func:`tffd_viz.summary.seed_groups`:
+    ``{"config", "seed", "acc"}``."""
     return [
         {"config": g["config"], "seed": s, "acc": a} for g in groups for s, a in zip(g["seeds"], g["accs"])
     ]
 
 
 def seed_group_rows(groups: Sequence[Mapping[str, Any]]) -> Rows:
-    """The groups of :func:`tffd_viz.summary.seed_groups`, their seeds and accuracies as text (``"0, 1, 2"``)."""
+    """The groups of :func:`tffd_viz.summary.seed_groups`, their seeds and accuracies as text
+    (``"0, 1, 2"``)."""
     return [
         {**g, "seeds": ", ".join(map(str, g["seeds"])), "accs": ", ".join(f"{a:.2f}" for a in g["accs"])}
         for g in groups
@@ -262,7 +264,8 @@ def term_rows(
     lambda_inter: float,
     picked: Mapping[str, tuple[Sequence[str], Sequence[str]]],
 ) -> Rows:
-    """Every Tf-FD term of every model, whether the chosen stages and pairs put it in the loss, and its weight.
+    """Every Tf-FD term of every model, whether the chosen stages and pairs put it in the loss, and its
+    weight.
 
     Parameters
     ----------
@@ -273,7 +276,8 @@ def term_rows(
     Returns
     -------
     list of dict
-        ``{"model", "term", "kind", "value", "in loss", "weighted"}``; ``weighted`` is None for a term left out.
+        ``{"model", "term", "kind", "value", "in loss", "weighted"}``; ``weighted`` is None for a term left
+        out.
     """
     rows: Rows = []
     for model, report in reports.items():

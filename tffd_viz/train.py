@@ -127,8 +127,9 @@ __all__ = [
 
 
 def _checked_before_work(cfg: TrainConfig) -> None:
-    """The checks :meth:`TrainConfig.check` cannot make alone, before any data is loaded: the architecture and its
-    stages / pairs (on a shape-only ``meta`` model), and an output folder that can be created and written."""
+    """The checks :meth:`TrainConfig.check` cannot make alone, before any data is loaded: the architecture and
+    its stages / pairs (on a shape-only ``meta`` model), and an output folder that can be created and
+    written."""
     try:
         with torch.device("meta"):
             taps = list(default_taps(create_model(cfg.arch, num_classes=2, in_chans=3)))
@@ -179,10 +180,10 @@ def train(
     ------
     TffdVizError
         Bad options or an unavailable device (before any data is loaded or file written), or ranks that end
-        with different weights (no checkpoint is written); :class:`CheckpointError` for an unusable resume state;
-        :class:`TrainingDiverged` when a step's loss or term, or the weights after an epoch, go non-finite
-        (naming the epoch, step and term; nothing is written from the non-finite weights, the last good resume
-        state is kept).
+        with different weights (no checkpoint is written); :class:`CheckpointError` for an unusable resume
+        state; :class:`TrainingDiverged` when a step's loss or term, or the weights after an epoch, go
+        non-finite (naming the epoch, step and term; nothing is written from the non-finite weights, the last
+        good resume state is kept).
     """
     cfg = config.check()
     launched = launched_context()
@@ -304,7 +305,8 @@ def _prepared_run(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> _
 
 
 def _restore(run: _Run) -> None:
-    """Continue ``run`` from its resume state (``cfg.resume``): weights, optimiser, schedule, generators, history.
+    """Continue ``run`` from its resume state (``cfg.resume``): weights, optimiser, schedule, generators,
+    history.
 
     ``resume="auto"`` without a state file starts afresh; a named file that does not exist is an error.
     """
@@ -389,8 +391,8 @@ def _train(
 def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], dict[str, float] | None]:
     """Train one epoch; return the step stats summed over the epoch (and all ranks) and the last step's stats.
 
-    Sums: ``n``, ``correct`` as counts; every loss and term weighted by its batch size (divide by ``n`` for the
-    epoch mean). Under torchrun, BatchNorm running statistics are then rank 0's on every rank.
+    Sums: ``n``, ``correct`` as counts; every loss and term weighted by its batch size (divide by ``n`` for
+    the epoch mean). Under torchrun, BatchNorm running statistics are then rank 0's on every rank.
 
     Raises
     ------
@@ -450,7 +452,8 @@ def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], dict[str, float
 
 
 def _summed_over_ranks(run: _Run, sums: dict[str, float]) -> dict[str, float]:
-    """``sums`` added up over all ranks (float64); under torchrun also give every rank rank 0's BN statistics."""
+    """``sums`` added up over all ranks (float64); under torchrun also give every rank rank 0's BN
+    statistics."""
     keys = sorted(sums)
     totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
     if run.ctx.active:
@@ -515,7 +518,8 @@ def _record_epoch(run: _Run, row: dict[str, Any]) -> None:
 
 
 def _finished(run: _Run, completed: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model (eval mode) and its card; a completed run gets held-out terms and is saved (rank 0)."""
+    """The trained model (eval mode) and its card; a completed run gets held-out terms and is saved
+    (rank 0)."""
     cfg, model = run.cfg, run.model
     model.eval()
     card = _card(run, completed)

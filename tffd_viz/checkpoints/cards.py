@@ -1,4 +1,5 @@
-"""Model cards: the JSON dict that describes a checkpoint (what it is, how it was trained, where it came from).
+"""Model cards: the JSON dict that describes a checkpoint (what it is, how it was trained, where it came
+from).
 
 A card holds every key of :data:`CARD_KEYS` (``None`` where unknown), then any extra keys. It is written as
 strict JSON (no ``NaN``): :func:`finite_card` replaces non-finite figures by ``null`` with a note.
@@ -53,7 +54,8 @@ CARD_KEYS: tuple[str, ...] = (
 )
 #: Keys describing where a loaded checkpoint came from; set on load, never written by save.
 SOURCE_KEYS: tuple[str, ...] = ("source_format", "source_name", "source_layout", "recognised_as", "sha256")
-#: Value of the safetensors metadata key ``"format"`` written by :func:`~tffd_viz.checkpoints.save_checkpoint`.
+#: Value of the safetensors metadata key ``"format"`` written by
+#: :func:`~tffd_viz.checkpoints.save_checkpoint`.
 FORMAT_TAG = "tffd-viz/1"
 
 
@@ -95,11 +97,12 @@ def _nonfinite_word(value: float) -> str:
 
 
 def finite_card(card: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of a JSON-ready card with every NaN / inf number replaced by ``None`` and a note per place.
+    """Return a copy of a JSON-ready card with every NaN / inf number replaced by ``None`` and a note per
+    place.
 
-    Cards are written with ``json.dumps(..., allow_nan=False)`` (``NaN`` is not JSON). Each replaced value adds
-    ``"<where> was NaN; stored as null"`` to ``card["notes"]`` (a list; an existing string note is kept first),
-    ``<where>`` written as ``history[3].intra.layer1``.
+    Cards are written with ``json.dumps(..., allow_nan=False)`` (``NaN`` is not JSON). Each replaced value
+    adds ``"<where> was NaN; stored as null"`` to ``card["notes"]`` (a list; an existing string note is kept
+    first), ``<where>`` written as ``history[3].intra.layer1``.
     """
     notes: list[str] = []
 
@@ -142,7 +145,8 @@ def normalised_card(card: Mapping[str, Any] | None, where: str = "card") -> dict
 
 
 def card_from_json(text: str | bytes, where: str) -> dict[str, Any]:
-    """Return the card in JSON ``text``; :class:`CheckpointError` naming ``where`` when it is no JSON object."""
+    """Return the card in JSON ``text``; :class:`CheckpointError` naming ``where`` when it is no JSON
+    object."""
     try:
         card = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

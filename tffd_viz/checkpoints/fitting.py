@@ -68,7 +68,8 @@ def _target(
     card: Mapping[str, Any],
     meta: Mapping[str, Any],
 ) -> Target:
-    """Return the model to build: caller's choice, else the card's, else the checkpoint's metadata, else inferred."""
+    """Return the model to build: caller's choice, else the card's, else the checkpoint's metadata, else
+    inferred."""
     if arch is not None and arch not in MODELS:
         raise CheckpointError(f"arch={arch!r} is not in the zoo; choose one of {sorted(MODELS)}")
     if card.get("arch") is not None and card["arch"] not in MODELS:
@@ -146,7 +147,8 @@ class Fit:
 
 
 def fit(shapes: Shapes, expected: Shapes) -> Fit:
-    """Compare checkpoint ``shapes`` with a model's; an absent BatchNorm ``num_batches_tracked`` is tolerated."""
+    """Compare checkpoint ``shapes`` with a model's; an absent BatchNorm ``num_batches_tracked`` is
+    tolerated."""
     missing = [k for k in expected if k not in shapes and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in shapes if k not in expected]
     mismatched = [

@@ -135,14 +135,16 @@ def inferred_in_chans(shapes: Shapes) -> int | None:
 
 
 def inferred_zoo_arch(shapes: Shapes) -> str:
-    """Return the zoo architecture of zoo-named ``shapes`` (the first rule of :data:`ARCH_RULES` that fits)."""
+    """Return the zoo architecture of zoo-named ``shapes`` (the first rule of :data:`ARCH_RULES` that
+    fits)."""
     for rule in ARCH_RULES.values():
         name = rule(shapes)
         if name is not None:
             return name
     raise CheckpointError(
-        f"cannot tell the architecture from the weights: no zoo family ({', '.join(ARCH_RULES)}) matches keys "
-        f"like {', '.join(list(shapes)[:MAX_LISTED])} ({len(shapes)} keys); pass arch=... (one of {sorted(MODELS)})"
+        f"cannot tell the architecture from the weights: no zoo family ({', '.join(ARCH_RULES)}) matches "
+        f"keys like {', '.join(list(shapes)[:MAX_LISTED])} ({len(shapes)} keys); pass arch=... (one of "
+        f"{sorted(MODELS)})"
     )
 
 

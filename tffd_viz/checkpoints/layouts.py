@@ -156,12 +156,16 @@ def published_title(layout: Layout, arch: str) -> str:
 def class_note(layout: Layout, arch: str, num_classes: object) -> str:
     """``"looks like <model> but has N classes (its models have ...)"``."""
     published = " or ".join(str(c) for c in sorted(layout.cards))
-    return f"looks like {published_title(layout, arch)} but has {num_classes} classes (its models have {published})"
+    return (
+        f"looks like {published_title(layout, arch)} but has {num_classes} classes "
+        f"(its models have {published})"
+    )
 
 
 def recognised_as(card: Mapping[str, Any]) -> str | None:
     """Return what a loaded checkpoint was recognised as, e.g. ``"option-A ResNet-20 (resnet20_a) of
-    akamaster/pytorch_resnet_cifar10"``, or None for files of no published zoo (the project's own included)."""
+    akamaster/pytorch_resnet_cifar10"``, or None for files of no published zoo (the project's own
+    included)."""
     layout = LAYOUTS.get(str(card.get("source_layout")))
     if (
         layout is None
@@ -173,8 +177,8 @@ def recognised_as(card: Mapping[str, Any]) -> str | None:
 
 
 def with_layout_card(card: dict[str, Any], layout_name: str, label: str) -> dict[str, Any]:
-    """Return ``card`` with the entries a published zoo implies (``dataset``, ``mean``, ``std``) filled where it
-    leaves them empty; a file in such a zoo's key layout that is none of its published models gets nothing
+    """Return ``card`` with the entries a published zoo implies (``dataset``, ``mean``, ``std``) filled where
+    it leaves them empty; a file in such a zoo's key layout that is none of its published models gets nothing
     filled (its preprocessing is not known) and a warning saying so (attributed to the loader's caller)."""
     layout = LAYOUTS.get(layout_name)
     if layout is None or not layout.published:

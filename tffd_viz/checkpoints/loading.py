@@ -65,10 +65,10 @@ def _with_meta(card: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with_arch_defaults(card: dict[str, Any]) -> dict[str, Any]:
-    """Return ``card`` with the entries an ImageNet architecture implies (``input_size`` 224, ImageNet mean/std,
-    the evaluation transform, ``dataset: imagefolder``) filled where it leaves them empty; other cards as they
-    are (their input size is 32 when the card names none). A card naming another ``input_size`` (e.g. a ResNet-18
-    trained on 32-pixel CIFAR) is left as it is."""
+    """Return ``card`` with the entries an ImageNet architecture implies (``input_size`` 224, ImageNet
+    mean/std, the evaluation transform, ``dataset: imagefolder``) filled where it leaves them empty; other
+    cards as they are (their input size is 32 when the card names none). A card naming another ``input_size``
+    (e.g. a ResNet-18 trained on 32-pixel CIFAR) is left as it is."""
     defaults = imagenet_card_defaults(str(card.get("arch")))
     if card.get("input_size") not in (None, defaults.get("input_size")):
         return card
@@ -97,8 +97,8 @@ def load_checkpoint(
     num_classes : int, optional
         Overrides the card's and the inferred class count.
     device : str, torch.device or None
-        ``"cpu"`` (also None), ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` (CUDA when available), resolved by
-        :func:`tffd_viz.devices.resolved_device`. A request for an accelerator this machine lacks warns
+        ``"cpu"`` (also None), ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` (CUDA when available), resolved
+        by :func:`tffd_viz.devices.resolved_device`. A request for an accelerator this machine lacks warns
         (``UserWarning``) and loads on the CPU.
     allow_nonfinite : bool
         Load weights holding NaN/Inf with a warning instead of refusing them.
@@ -111,12 +111,12 @@ def load_checkpoint(
         mobilenet_v2).
     card : dict
         Every key of :data:`~tffd_viz.checkpoints.cards.CARD_KEYS` (``None`` where unknown; ``arch``,
-        ``num_classes`` and ``in_chans`` those of ``model``), then ``source_format``, ``source_name`` (file name
-        or None), ``source_layout`` (key layout used, see :data:`~tffd_viz.checkpoints.layouts.LAYOUTS`),
+        ``num_classes`` and ``in_chans`` those of ``model``), then ``source_format``, ``source_name`` (file
+        name or None), ``source_layout`` (key layout used, see :data:`~tffd_viz.checkpoints.layouts.LAYOUTS`),
         ``recognised_as`` (the published model of a known zoo it was recognised as, see
-        :func:`~tffd_viz.checkpoints.layouts.recognised_as`, else None) and ``sha256`` of the bytes. A published
-        zoo's preprocessing (``dataset``, ``mean``, ``std``) fills the card where empty. Entries the ImageNet
-        architectures imply are filled where the card leaves them empty: ``input_size``, ``dataset``
+        :func:`~tffd_viz.checkpoints.layouts.recognised_as`, else None) and ``sha256`` of the bytes. A
+        published zoo's preprocessing (``dataset``, ``mean``, ``std``) fills the card where empty. Entries the
+        ImageNet architectures imply are filled where the card leaves them empty: ``input_size``, ``dataset``
         (``imagefolder``), ImageNet ``mean``/``std`` and ``transform``.
 
     Raises
@@ -189,7 +189,8 @@ def read_card(source: Source) -> dict[str, Any]:
 
 
 def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """Return ``(path, card)`` for every ``*.safetensors`` file in ``folder`` (not recursive), sorted by name."""
+    """Return ``(path, card)`` for every ``*.safetensors`` file in ``folder`` (not recursive), sorted by
+    name."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CheckpointError(f"checkpoint folder {str(root)!r} does not exist or is not a folder")

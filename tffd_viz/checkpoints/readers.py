@@ -66,7 +66,8 @@ _MAX_HEADER_BYTES = 100_000_000
 
 
 def shown(items: Sequence[str]) -> str:
-    """Return the first :data:`MAX_LISTED` of ``items`` joined by ``", "``, then ``", ..."`` when there are more."""
+    """Return the first :data:`MAX_LISTED` of ``items`` joined by ``", "``, then ``", ..."`` when there are
+    more."""
     return ", ".join(items[:MAX_LISTED]) + (", ..." if len(items) > MAX_LISTED else "")
 
 
@@ -204,13 +205,14 @@ def _safetensors_header(blob: Blob) -> dict[str, Any]:
         )
         if not ok:
             raise CheckpointError(
-                f"safetensors checkpoint {blob.label} has a corrupted header entry for {name!r}: {entry!r:.120}"
+                f"safetensors checkpoint {blob.label} has a corrupted header entry for {name!r}: "
+                f"{entry!r:.120}"
             )
         end = max(end, int(entry["data_offsets"][1]))
     if 8 + size + end > len(data):
         raise CheckpointError(
-            f"safetensors checkpoint {blob.label} is truncated: the header describes {end} bytes of tensor data, "
-            f"but only {len(data) - 8 - size} bytes follow it"
+            f"safetensors checkpoint {blob.label} is truncated: the header describes {end} bytes of tensor "
+            f"data, but only {len(data) - 8 - size} bytes follow it"
         )
     return header
 
@@ -251,7 +253,8 @@ def _read_safetensors(blob: Blob, device: torch.device | None) -> RawCheckpoint:
 
 # -------------------------------------------------------------------------------------------- pickles
 def _numpy_safe_globals() -> list[Any]:
-    """Return numpy's scalar constructor (under its numpy 1 and 2 names), ``numpy.dtype`` and DType classes."""
+    """Return numpy's scalar constructor (under its numpy 1 and 2 names), ``numpy.dtype`` and DType
+    classes."""
     core = getattr(np, "_core", None) or np.core
     scalar = core.multiarray.scalar
     dtype_classes = [getattr(numpy.dtypes, n) for n in dir(numpy.dtypes) if n.endswith("DType")]
@@ -399,7 +402,8 @@ def _read_pickle(blob: Blob, device: torch.device, fmt: str) -> RawCheckpoint:
         state, meta = dict(obj[key]), _container_meta(obj)
     else:
         raise CheckpointError(
-            f"{blob.label} holds a {type(obj).__name__}, not a state_dict (a dict of tensors) or a dict holding one"
+            f"{blob.label} holds a {type(obj).__name__}, not a state_dict (a dict of tensors) or a dict "
+            "holding one"
         )
     return RawCheckpoint(
         fmt=fmt, state=state, shapes={k: tuple(v.shape) for k, v in state.items()}, meta=meta

@@ -22,7 +22,8 @@ _REPLACED_SUFFIXES = (".safetensors", ".pth.tar", ".pt", ".pth", ".bin", ".ckpt"
 
 
 def _safetensors_path(path: Path) -> Path:
-    """Return ``path`` ending in ``.safetensors`` (a checkpoint suffix like ``.pt`` is replaced, else appended)."""
+    """Return ``path`` ending in ``.safetensors`` (a checkpoint suffix like ``.pt`` is replaced, else
+    appended)."""
     name = path.name
     for suffix in _REPLACED_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):

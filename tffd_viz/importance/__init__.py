@@ -34,8 +34,10 @@ The package, one concern a module:
 ====================  ======================================================================================
 ``criteria``          :class:`Criterion`, the registry :data:`CRITERIA` and the built-in criteria
 ``feature_criteria``  the feature criteria (``tffd``, ``l1``, ``l2``, ``mean``) and their per-sample forms
-``model_criteria``    ``bn_gamma`` (:data:`BN_RULES`, :func:`bn_for_tap`) and ``taylor`` (:func:`taylor_scores`)
-``ranking``           :func:`channel_scores`, Tf-FD's order and halves, :func:`tap_rankings`, :func:`rankings_table`
+``model_criteria``    ``bn_gamma`` (:data:`BN_RULES`, :func:`bn_for_tap`) and ``taylor``
+                      (:func:`taylor_scores`)
+``ranking``           :func:`channel_scores`, Tf-FD's order and halves, :func:`tap_rankings`,
+                      :func:`rankings_table`
 ``agreement``         :func:`rank_agreement` between criteria
 ``stability``         rank stability across batches and bootstrap bands (:func:`tap_rank_stability`)
 ====================  ======================================================================================

@@ -1,11 +1,13 @@
-"""The criteria registry: :class:`Criterion` and :data:`CRITERIA` (name -> criterion), built-ins registered here.
+"""The criteria registry: :class:`Criterion` and :data:`CRITERIA` (name -> criterion), built-ins registered
+here.
 
 A feature criterion is ``fn(f: Tensor (N, C, H, W)) -> Tensor (C,)``
 (:mod:`~tffd_viz.importance.feature_criteria`); a model criterion is
 ``fn(model, images (N, C, H, W) or None, labels (N,) or None, tap: str) -> Tensor (C,)``
 (:mod:`~tffd_viz.importance.model_criteria`). Captum criteria (``layer_conductance``,
 ``layer_grad_x_activation``) are added by ``tffd_viz.attribution`` through :func:`register_criterion`;
-:func:`available_criteria` imports that module (the one lazy import here, so the package imports without captum).
+:func:`available_criteria` imports that module (the one lazy import here, so the package imports without
+captum).
 """
 
 from __future__ import annotations

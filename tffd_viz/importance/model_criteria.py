@@ -203,7 +203,8 @@ BN_RULES: dict[str, Callable[[Mapping[str, nn.Module], str, _TapTrace], BNMatch 
 
 
 def _checked_images(images: object) -> Tensor:
-    """Return ``images`` when they are a non-empty ``(N, C, H, W)`` tensor; raise :class:`DataError` otherwise."""
+    """Return ``images`` when they are a non-empty ``(N, C, H, W)`` tensor; raise :class:`DataError`
+    otherwise."""
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] == 0:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise DataError(f"images must be a non-empty (N, C, H, W) tensor, got {got}")
@@ -211,7 +212,8 @@ def _checked_images(images: object) -> Tensor:
 
 
 def _probe(model: nn.Module, images: Tensor | None) -> Tensor:
-    """The input of :func:`bn_for_tap`'s probe pass: the first image, else a zero ``(1, in_chans, 32, 32)``."""
+    """The input of :func:`bn_for_tap`'s probe pass: the first image, else a zero
+    ``(1, in_chans, 32, 32)``."""
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -245,9 +247,10 @@ def bn_for_tap(model: nn.Module, tap: str, images: Tensor | None = None) -> BNMa
             break
     else:
         raise TapError(
-            f"no BatchNorm2d found for tap {tap!r} ({type(modules[tap]).__name__}) of {type(model).__name__}: "
-            f"it is not a BatchNorm2d, not a residual block or Sequential ending in BN(+activation), and no "
-            f"BatchNorm2d takes its output as input (rules tried: {list(BN_RULES)}); use another criterion"
+            f"no BatchNorm2d found for tap {tap!r} ({type(modules[tap]).__name__}) of "
+            f"{type(model).__name__}: it is not a BatchNorm2d, not a residual block or Sequential ending in "
+            f"BN(+activation), and no BatchNorm2d takes its output as input (rules tried: {list(BN_RULES)}); "
+            "use another criterion"
         )
     bn = modules[match.bn]
     if trace.channels is not None and bn.num_features != trace.channels:

@@ -37,8 +37,8 @@ __all__ = [
 
 
 def checked_scores(scores: object, what: str = "scores") -> Tensor:
-    """Return ``scores`` as a detached 1-D tensor ``(C,)``; :class:`TffdVizError` naming ``what`` when they are
-    not 1-D or hold NaN/Inf."""
+    """Return ``scores`` as a detached 1-D tensor ``(C,)``; :class:`TffdVizError` naming ``what`` when they
+    are not 1-D or hold NaN/Inf."""
     t = scores if isinstance(scores, Tensor) else torch.as_tensor(np.asarray(scores))
     if t.dim() != 1:
         raise TffdVizError(f"{what} must be 1-D (C,), got shape {tuple(t.shape)}")

@@ -1,7 +1,7 @@
 """Model zoo of the Tf-FD paper's CIFAR table, built by name, plus feature taps for any model.
 
-torchvision's ``resnet18/34/50`` and ``mobilenet_v2`` (224x224 inputs, :mod:`tffd_viz.models.imagenet`) are in the
-zoo too.
+torchvision's ``resnet18/34/50`` and ``mobilenet_v2`` (224x224 inputs, :mod:`tffd_viz.models.imagenet`) are in
+the zoo too.
 
 >>> from tffd_viz.models import create_model, extract_taps
 >>> model = create_model("resnet20", num_classes=100)
@@ -69,9 +69,9 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> nn.Mod
     Returns
     -------
     nn.Module
-        A :class:`ZooModel` (torchvision's own class for the ImageNet architectures, with the same attributes);
-        maps ``(N, in_chans, S, S)`` images (``S`` = :func:`input_size`: 32, or 224 for torchvision's
-        architectures) to ``(N, num_classes)`` logits; ``model.arch`` is ``name``.
+        A :class:`ZooModel` (torchvision's own class for the ImageNet architectures, with the same
+        attributes); maps ``(N, in_chans, S, S)`` images (``S`` = :func:`input_size`: 32, or 224 for
+        torchvision's architectures) to ``(N, num_classes)`` logits; ``model.arch`` is ``name``.
     """
     if name not in MODELS:
         raise TffdVizError(f"unknown architecture {name!r}; choose one of {sorted(MODELS)}")
@@ -83,7 +83,8 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3) -> nn.Mod
 
 
 def input_size(model_or_arch: nn.Module | str) -> int:
-    """Return the input side a model (or architecture name) is made for: 224 for the ImageNet ones, else 32."""
+    """Return the input side a model (or architecture name) is made for: 224 for the ImageNet ones, else
+    32."""
     if isinstance(model_or_arch, str):
         return IMAGENET_INPUT_SIZE if model_or_arch in IMAGENET_ARCHS else 32
     return int(getattr(model_or_arch, "input_size", 32))

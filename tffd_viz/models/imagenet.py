@@ -57,8 +57,8 @@ RESNET_SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 def _check_input(model: nn.Module, x: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != model.in_chans:
         raise DataError(
-            f"{model.arch} expects images of shape (N, {model.in_chans}, H, W) ({model.in_chans} input channel(s), "
-            f"{model.input_size}x{model.input_size} as trained), got {tuple(x.shape)}"
+            f"{model.arch} expects images of shape (N, {model.in_chans}, H, W) ({model.in_chans} input "
+            f"channel(s), {model.input_size}x{model.input_size} as trained), got {tuple(x.shape)}"
         )
 
 
@@ -92,7 +92,8 @@ class ImageNetResNet(ResNet):
 
 
 class ImageNetMobileNetV2(MobileNetV2):
-    """torchvision's MobileNetV2 (width 1.0) with tffd-viz's self-description; taps as in the module docstring."""
+    """torchvision's MobileNetV2 (width 1.0) with tffd-viz's self-description; taps as in the module
+    docstring."""
 
     default_taps = ("features.1", "features.3", "features.6", "features.13", "features.17")
     input_size = IMAGENET_INPUT_SIZE
@@ -148,7 +149,8 @@ def _mobilenet_name(shapes: Shapes) -> str | None:
 
 
 def torchvision_arch(shapes: Shapes) -> str | None:
-    """Return the architecture name of a torchvision-keyed state dict's ``shapes``, or None when it is none of them.
+    """Return the architecture name of a torchvision-keyed state dict's ``shapes``, or None when it is none of
+    them.
 
     ResNets have a ``layer4`` (the CIFAR zoo has three stages) and are told apart by the blocks per stage
     (``layer{1-4}.{i}.conv1``: 2-2-2-2 is ResNet-18, 3-4-6-3 ResNet-34, or ResNet-50 when the blocks are

@@ -35,11 +35,12 @@ Modules
 One module per page of the app, all re-exported here (``tffd_viz.plots.<fn>``):
 :mod:`~tffd_viz.plots.ranking` (saliency, rank agreement and stability), :mod:`~tffd_viz.plots.losses` (terms,
 contributions, gradients, sweeps), :mod:`~tffd_viz.plots.maps` (feature maps, intra-Tf-FD pairs, attribution,
-galleries), :mod:`~tffd_viz.plots.similarity` (channel cosines, alignment, CKA), :mod:`~tffd_viz.plots.embeddings`,
-:mod:`~tffd_viz.plots.training` (training curves, rank evolution), :mod:`~tffd_viz.plots.accuracy` (confusion,
-per-class errors, accuracy over seeds), :mod:`~tffd_viz.plots.noise` (differences next to their noise) and
-:mod:`~tffd_viz.plots.whatif`; the shared look (layout, colours, notes, the annotated heatmap) is in the private
-``_base`` and the input readers in ``_inputs``. :data:`FIGURE_FUNCTIONS` names every figure function.
+galleries), :mod:`~tffd_viz.plots.similarity` (channel cosines, alignment, CKA),
+:mod:`~tffd_viz.plots.embeddings`, :mod:`~tffd_viz.plots.training` (training curves, rank evolution),
+:mod:`~tffd_viz.plots.accuracy` (confusion, per-class errors, accuracy over seeds),
+:mod:`~tffd_viz.plots.noise` (differences next to their noise) and :mod:`~tffd_viz.plots.whatif`; the shared
+look (layout, colours, notes, the annotated heatmap) is in the private ``_base`` and the input readers in
+``_inputs``. :data:`FIGURE_FUNCTIONS` names every figure function.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ def _layout(
 
 
 def _grouped_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    """:func:`_layout` with :data:`_TALL_MARGIN` and grouped bars (the noise-reference and accuracy figures)."""
+    """:func:`_layout` with :data:`_TALL_MARGIN` and grouped bars (the noise-reference and accuracy
+    figures)."""
     _layout(fig, title, height=height)
     fig.update_layout(margin=_TALL_MARGIN, barmode="group")
     return fig
@@ -340,7 +341,8 @@ def _fmt(v: float, fmt: str = ".3g") -> str:
 
 
 def _cell_text(z: np.ndarray, fmt: str = ".2f", blank_zero: bool = False) -> list[list[str]]:
-    """Text of each cell of ``z`` (2-D) with ``fmt``; blank where not finite (and where 0 with ``blank_zero``)."""
+    """Text of each cell of ``z`` (2-D) with ``fmt``; blank where not finite (and where 0 with
+    ``blank_zero``)."""
     return [["" if blank_zero and v == 0 else _fmt(v, fmt) for v in row] for row in z]
 
 
@@ -376,7 +378,8 @@ def _log_ticks(fig: go.Figure, values: Sequence[Any], **where: Any) -> None:
 
 
 def _log_bars_axis(fig: go.Figure, title_text: str) -> None:
-    """Make the y axis of a bar figure logarithmic, titled ``title_text``, ticks from every trace's y values."""
+    """Make the y axis of a bar figure logarithmic, titled ``title_text``, ticks from every trace's y
+    values."""
     fig.update_yaxes(type="log", title_text=title_text)
     _log_ticks(fig, [v for tr in fig.data for v in tr.y])
 

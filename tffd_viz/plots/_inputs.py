@@ -20,7 +20,8 @@ from tffd_viz.types import ArrayLike
 
 
 def _np(x: ArrayLike | Sequence[Any]) -> np.ndarray:
-    """Return ``x`` as a numpy array (torch tensors are detached and moved to the CPU; half floats widened)."""
+    """Return ``x`` as a numpy array (torch tensors are detached and moved to the CPU; half floats
+    widened)."""
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
         if t.dtype in (torch.bfloat16, torch.float16):
@@ -53,7 +54,8 @@ def _bad(a: np.ndarray) -> int:
 
 
 def _ascending(values: np.ndarray) -> np.ndarray:
-    """Indices that sort ``values`` (1-D) ascending, NaN last, ties by index (``_ascending(-s)``: descending)."""
+    """Indices that sort ``values`` (1-D) ascending, NaN last, ties by index (``_ascending(-s)``:
+    descending)."""
     return np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
 
 
@@ -80,8 +82,8 @@ def _drawn(v: Any) -> float | None:
 
 
 def _series(items: Sequence[Any], *path: Any) -> tuple[list[float | None], int]:
-    """``item[path[0]][path[1]]...`` of each item as drawn (``None`` where missing or not finite), and the count
-    of non-finite ones.
+    """``item[path[0]][path[1]]...`` of each item as drawn (``None`` where missing or not finite), and the
+    count of non-finite ones.
 
     Without ``path`` the items themselves; a key or index an item lacks means missing (e.g.
     ``_series(history, "intra", "layer1")`` over epochs without intra terms).
@@ -102,7 +104,8 @@ def _series(items: Sequence[Any], *path: Any) -> tuple[list[float | None], int]:
 
 
 def _permutation(order: ArrayLike | Sequence[int], c: int, figure: str, context: str = "") -> np.ndarray:
-    """``order`` as an int64 array, checked to be a permutation of ``0..c-1`` (``context`` follows ``C`` in errors)."""
+    """``order`` as an int64 array, checked to be a permutation of ``0..c-1`` (``context`` follows ``C`` in
+    errors)."""
     o = _np(order)
     if o.ndim != 1 or o.shape[0] != c:
         raise TffdVizError(f"{figure}: order must be 1-D of length C = {c}{context}, got shape {o.shape}")

@@ -255,7 +255,10 @@ def confusion_pair_figure(
             z,
             names,
             names,
-            f"{label}<br>true %{{y}}, predicted %{{x}}: %{{z:.1f}} (%{{customdata:.0f}} images)<extra></extra>",
+            (
+                f"{label}<br>true %{{y}}, predicted %{{x}}: %{{z:.1f}} "
+                "(%{customdata:.0f} images)<extra></extra>"
+            ),
             _cell_text(z, ".0f", blank_zero=True) if annotate else None,
             coloraxis="coloraxis",
             customdata=m,
@@ -274,8 +277,8 @@ def accuracy_breakdown_figure(
     title: str | None = None,
     error_bars_above: float = ERROR_BARS_ABOVE,
 ) -> go.Figure:
-    """Where the models err, in the figure that shows it: per-class errors when every model is near 100 %, else
-    the confusion matrices side by side.
+    """Where the models err, in the figure that shows it: per-class errors when every model is near 100 %,
+    else the confusion matrices side by side.
 
     Parameters
     ----------
@@ -287,8 +290,8 @@ def accuracy_breakdown_figure(
     title : str, optional
         Figure title (default: that of the figure drawn).
     error_bars_above : float
-        Accuracy (%), ``100 * trace(m) / m.sum()``, that every model must reach for :func:`class_error_figure`;
-        below it for any model, :func:`confusion_pair_figure`.
+        Accuracy (%), ``100 * trace(m) / m.sum()``, that every model must reach for
+        :func:`class_error_figure`; below it for any model, :func:`confusion_pair_figure`.
 
     Returns
     -------

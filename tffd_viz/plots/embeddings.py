@@ -1,4 +1,5 @@
-"""Figures of the Embeddings page: 2-D embeddings of a layer's features and linear-probe accuracy per layer."""
+"""Figures of the Embeddings page: 2-D embeddings of a layer's features and linear-probe accuracy per
+layer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Figures of the Losses page: the Tf-FD terms, their weight against cross-entropy, gradients and lambda sweeps."""
+"""Figures of the Losses page: the Tf-FD terms, their weight against cross-entropy, gradients and lambda
+sweeps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Figures of images and feature maps: saliency-ordered maps, intra-Tf-FD pairs, attribution maps, galleries."""
+"""Figures of images and feature maps: saliency-ordered maps, intra-Tf-FD pairs, attribution maps,
+galleries."""
 
 from __future__ import annotations
 
@@ -249,7 +250,8 @@ def paired_maps_figure(
 
 
 def _images01(images: ArrayLike, figure: str, max_side: int) -> tuple[np.ndarray, int, tuple[int, int]]:
-    """``(n, C, H, W)`` or ``(n, H, W)`` in [0, 1] -> uint8 RGB ``(n, H', W', 3)``, non-finite count, ``(H, W)``."""
+    """``(n, C, H, W)`` or ``(n, H, W)`` in [0, 1] -> uint8 RGB ``(n, H', W', 3)``, non-finite count,
+    ``(H, W)``."""
     a = _array(images, figure, "images", ndim=(3, 4))
     if a.ndim == 3:
         a = a[:, None]

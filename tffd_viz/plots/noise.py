@@ -4,8 +4,8 @@ Companions of :mod:`tffd_viz.verdicts` for the app, the notebooks and the report
 
 * :func:`heldout_terms_figure`: held-out Tf-FD terms of A and B with their batch-to-batch spread, raw next to
   scale-free (term / energy), and the activation energy per stage;
-* :func:`cosine_reference_figure`: the salient/redundant paired cosine next to the cosine of random channel pairs
-  of the same layer;
+* :func:`cosine_reference_figure`: the salient/redundant paired cosine next to the cosine of random channel
+  pairs of the same layer;
 * :func:`cka_reference_figure`: the A-vs-B CKA of each layer against the seed-to-seed CKA;
 * :func:`noise_ratio_figure`: every row of the what-changed table as its difference over its noise;
 * :func:`saliency_gap_figure`: sorted saliency bars on an axis that shows the salient/redundant gap.
@@ -56,7 +56,8 @@ def heldout_terms_figure(
     Parameters
     ----------
     heldouts : dict label -> heldout_terms entry
-        :func:`tffd_viz.heldout.heldout_terms` results (or a card's ``heldout_terms``), e.g. ``{"A": ..., "B": ...}``.
+        :func:`tffd_viz.heldout.heldout_terms` results (or a card's ``heldout_terms``), e.g.
+        ``{"A": ..., "B": ...}``.
     family : {"intra", "inter"}
         ``intra``: panels raw term, term / energy and the energy per stage; ``inter``: raw and term / energy.
     title : str, optional
@@ -104,14 +105,15 @@ def cosine_reference_figure(stats: Mapping[str, Mapping[str, Any]], title: str |
     Parameters
     ----------
     stats : dict label -> dict
-        Per model ``{"paired": {stage: v}, "random": {stage: v}}`` and optionally ``paired_std`` / ``random_std``
-        (:func:`tffd_viz.verdicts.channel_cosine_stats`).
+        Per model ``{"paired": {stage: v}, "random": {stage: v}}`` and optionally ``paired_std`` /
+        ``random_std`` (:func:`tffd_viz.verdicts.channel_cosine_stats`).
 
     Returns
     -------
     go.Figure
-        Per model two bar traces, ``"<label>: salient/redundant pairs"`` (solid) and ``"<label>: random pairs"``
-        (hatched); a paired bar above its random bar means partners more alike than any two channels.
+        Per model two bar traces, ``"<label>: salient/redundant pairs"`` (solid) and
+        ``"<label>: random pairs"`` (hatched); a paired bar above its random bar means partners more alike
+        than any two channels.
     """
     if not stats:
         raise TffdVizError("cosine_reference_figure: stats is empty; give e.g. {'A': stats_a, 'B': stats_b}")
@@ -161,8 +163,8 @@ def cka_reference_figure(
     Returns
     -------
     go.Figure
-        Trace ``"seed to seed"`` (grey dots, one per seed pair), trace ``"lowest seed-to-seed"`` (the reference
-        line a change of method must fall below) and trace ``label`` (the A-vs-B values).
+        Trace ``"seed to seed"`` (grey dots, one per seed pair), trace ``"lowest seed-to-seed"`` (the
+        reference line a change of method must fall below) and trace ``label`` (the A-vs-B values).
     """
     layers = list(cka_ab)
     fig = go.Figure()
@@ -206,7 +208,8 @@ def noise_ratio_figure(rows: Sequence[Mapping[str, Any]], title: str | None = No
     Parameters
     ----------
     rows : list of dict
-        :func:`tffd_viz.verdicts.what_changed` rows; rows without a noise reference or a difference are left out.
+        :func:`tffd_viz.verdicts.what_changed` rows; rows without a noise reference or a difference are left
+        out.
 
     Returns
     -------
@@ -254,12 +257,14 @@ def saliency_gap_figure(
     tap : str
         Layer name, shown in the title.
     overlay : bool
-        One axes with grouped bars instead of one panel per model (as :func:`tffd_viz.plots.saliency_bars_figure`).
+        One axes with grouped bars instead of one panel per model (as
+        :func:`tffd_viz.plots.saliency_bars_figure`).
 
     Returns
     -------
     go.Figure
-        As :func:`tffd_viz.plots.saliency_bars_figure`, with a ``"zero"`` annotation saying where the axis starts.
+        As :func:`tffd_viz.plots.saliency_bars_figure`, with a ``"zero"`` annotation saying where the axis
+        starts.
     """
     fig = saliency_bars_figure(scores_by_model, tap=tap, overlay=overlay)
     values = [np.asarray(_np(v), dtype=float).ravel() for v in scores_by_model.values()]

@@ -214,7 +214,8 @@ def alignment_figure(
 def _cka_trace(
     z: np.ndarray, names_a: list[str], names_b: list[str], label_a: str, label_b: str, **color: Any
 ) -> go.Heatmap:
-    """Annotated CKA heatmap, rows = ``label_a``'s layers, columns = ``label_b``'s; ``color``: its colour keys."""
+    """Annotated CKA heatmap, rows = ``label_a``'s layers, columns = ``label_b``'s; ``color``: its colour
+    keys."""
     hover = f"{label_a} %{{y}} vs {label_b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>"
     return _heatmap(z, names_b, names_a, hover, _cell_text(z), **color)
 

@@ -47,7 +47,8 @@ def _epoch_line(
 
 
 def _curves(label: str, history: Sequence[Mapping[str, Any]], counts: dict[str, int]) -> list[_Curve]:
-    """Every line of one model's history (CE, each intra and inter term, accuracies); counts its non-finite values."""
+    """Every line of one model's history (CE, each intra and inter term, accuracies); counts its non-finite
+    values."""
     curves: list[_Curve] = []
     ce, counts[f"{label} ce"] = _series(history, "ce")
     curves.append((1, "CE", ce, "solid", "CE"))

@@ -1,7 +1,7 @@
 """Figures of the Tf-FD what-if (:mod:`tffd_viz.whatif`).
 
-* :func:`whatif_curves_figure`: the per-step training curves, one panel per quantity (CE, every intra and inter
-  term in the loss, the lambda-weighted Tf-FD total), the arms as lines;
+* :func:`whatif_curves_figure`: the per-step training curves, one panel per quantity (CE, every intra and
+  inter term in the loss, the lambda-weighted Tf-FD total), the arms as lines;
 * :func:`whatif_heldout_figure`: the held-out terms (raw and relative to the maps' energy) and accuracy at the
   start and at the end of every arm, with the batch-to-batch spread as error bars.
 
@@ -33,7 +33,8 @@ _COLS = 3
 
 
 def curve_quantities(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The per-step quantities of what-if rows, in panel order: ``ce``, ``intra_*``, ``inter_*``, ``tffd_total``."""
+    """The per-step quantities of what-if rows, in panel order: ``ce``, ``intra_*``, ``inter_*``,
+    ``tffd_total``."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k.startswith(("intra_", "inter_")) and k not in keys]
@@ -46,7 +47,8 @@ def curve_quantities(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _title(key: str) -> str:
-    """Panel title of a per-step quantity: ``"cross-entropy"``, ``"intra <tap>"``, ``"λ-weighted Tf-FD total"``."""
+    """Panel title of a per-step quantity: ``"cross-entropy"``, ``"intra <tap>"``,
+    ``"λ-weighted Tf-FD total"``."""
     if key == "ce":
         return "cross-entropy"
     if key == "tffd_total":
@@ -63,8 +65,8 @@ def whatif_curves_figure(
     Parameters
     ----------
     rows : list of dict
-        :meth:`tffd_viz.whatif.WhatIf.run` rows (``arm``, ``step``, ``ce``, ``intra_<tap>``, ``inter_<a>-><b>``,
-        ``tffd_total``); rows of another ``phase`` than ``"train"`` are ignored.
+        :meth:`tffd_viz.whatif.WhatIf.run` rows (``arm``, ``step``, ``ce``, ``intra_<tap>``,
+        ``inter_<a>-><b>``, ``tffd_total``); rows of another ``phase`` than ``"train"`` are ignored.
     title : str
     total_steps : int, optional
         Fixes the step axis to ``[1, total_steps]`` (live drawing: the axis does not move as steps come in).
@@ -74,7 +76,8 @@ def whatif_curves_figure(
     go.Figure
         ``len(curve_quantities(rows))`` panels in rows of three (subplot titles ``"cross-entropy"``,
         ``"intra <tap>"``, ``"inter <a>-><b>"``, ``"λ-weighted Tf-FD total"``); traces named by
-        :data:`tffd_viz.whatif.ARM_LABELS`, one legend entry per arm. A figure with a message when there are no rows.
+        :data:`tffd_viz.whatif.ARM_LABELS`, one legend entry per arm. A figure with a message when there are
+        no rows.
     """
     if not isinstance(rows, Sequence) or not all(isinstance(r, Mapping) for r in rows):
         raise TffdVizError(f"whatif_curves_figure: rows must be a list of dicts, got {type(rows).__name__}")
@@ -111,7 +114,9 @@ def whatif_curves_figure(
                         "width": 2 if arm == "tffd" else 1.5,
                         "dash": "dot" if arm == "control2" else "solid",
                     },
-                    hovertemplate=f"<b>{ARM_LABELS[arm]}</b><br>step %{{x}}<br>{_title(q)} %{{y:.4g}}<extra></extra>",
+                    hovertemplate=(
+                        f"<b>{ARM_LABELS[arm]}</b><br>step %{{x}}<br>{_title(q)} %{{y:.4g}}<extra></extra>"
+                    ),
                 ),
                 row=i // _COLS + 1,
                 col=i % _COLS + 1,
@@ -148,9 +153,10 @@ def whatif_heldout_figure(
     Returns
     -------
     go.Figure
-        Three panels: the raw terms (``intra <tap>``, ``inter <a>-><b>``), the terms over the maps' mean square,
-        and the accuracy (%); one bar group per term with a bar for ``start`` and each arm (traces named
-        ``"start"`` and :data:`tffd_viz.whatif.ARM_LABELS`), error bars = batch-to-batch standard deviation.
+        Three panels: the raw terms (``intra <tap>``, ``inter <a>-><b>``), the terms over the maps' mean
+        square, and the accuracy (%); one bar group per term with a bar for ``start`` and each arm (traces
+        named ``"start"`` and :data:`tffd_viz.whatif.ARM_LABELS`), error bars = batch-to-batch standard
+        deviation.
     """
     for key in ("start", "end", "step"):
         if key not in result:
@@ -180,7 +186,9 @@ def whatif_heldout_figure(
                     showlegend=col == 1,
                     marker_color=ARM_COLORS[who],
                     error_y={"type": "data", "array": [_drawn(s) or 0 for s in std]},
-                    hovertemplate=f"<b>{names[who]}</b><br>%{{x}}<br>%{{y:.4g}} ± %{{error_y.array:.2g}}<extra></extra>",
+                    hovertemplate=(
+                        f"<b>{names[who]}</b><br>%{{x}}<br>%{{y:.4g}} ± %{{error_y.array:.2g}}<extra></extra>"
+                    ),
                 ),
                 row=1,
                 col=col,

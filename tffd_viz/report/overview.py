@@ -29,8 +29,9 @@ def _normalisation_text(ctx: ReportInputs) -> str:
                     f"{NORMALISATIONS[c]} {a:.2f} %" for c, a in ctx.guess_accuracy.get(key, {}).items()
                 )
                 text = (
-                    f"Input normalisation of {key} is a guess: its file does not say, so {NORMALISATIONS[str(norm.choice)]} "
-                    f"were used (batch accuracy with each choice: {choices})."
+                    f"Input normalisation of {key} is a guess: its file does not say, so "
+                    f"{NORMALISATIONS[str(norm.choice)]} were used (batch accuracy with each choice: "
+                    f"{choices})."
                 )
             parts.append(text + known)
         if trained_elsewhere(card):
@@ -83,8 +84,8 @@ def overview_section(ctx: ReportInputs) -> ReportSection:
         f"Model A ({ctx.paths['A']}) and model B ({ctx.paths['B']}) on {ctx.n} {ctx.split} images of "
         f"{ctx.dataset} (sample seed {ctx.seed}). A classifies {accs['A']:.2f} % of them correctly, B "
         f"{accs['B']:.2f} %; the two disagree on {len(differ)} image(s).\n\n"
-        f"B: {lambda_text(ctx.cards['B'])}. The cards record how each model was trained; the figures show the "
-        f"{matrices} on the batch, and the curves are the per-epoch history stored in each card."
+        f"B: {lambda_text(ctx.cards['B'])}. The cards record how each model was trained; the figures show "
+        f"the {matrices} on the batch, and the curves are the per-epoch history stored in each card."
     )
     normalisation = _normalisation_text(ctx)
     if normalisation:
@@ -116,13 +117,14 @@ def changed_section(ctx: ReportInputs) -> ReportSection:
     intro = (
         f"Each quantity is measured on the whole {comp['split']} split ({comp['n']} images, eval mode, in "
         f"{batches} batches that each rank their own channels as the loss does); A: "
-        f"{lambda_text(ctx.cards['A'])}; B: {lambda_text(ctx.cards['B'])}. A difference is written up only when "
-        f"it exceeds its noise reference, {NOISE_SIGMAS:g} standard deviations of the difference of two single "
-        f"runs, from {source}; otherwise the verdict reads 'within ... noise'.\n\n"
-        "Every Tf-FD term comes raw and divided by the activation energy (mean square) of the maps it compares: "
-        "an MSE falls when the maps shrink as a whole, so a raw term that falls while its scale-free version "
-        "stays within noise is a drop of activation energy, not mimicry. The paired cosine of each "
-        "salient/redundant pair is set against the cosine of random channel pairs of the same layer.\n\n"
+        f"{lambda_text(ctx.cards['A'])}; B: {lambda_text(ctx.cards['B'])}. A difference is written up only "
+        f"when it exceeds its noise reference, {NOISE_SIGMAS:g} standard deviations of the difference of two "
+        f"single runs, from {source}; otherwise the verdict reads 'within ... noise'.\n\n"
+        "Every Tf-FD term comes raw and divided by the activation energy (mean square) of the maps it "
+        "compares: an MSE falls when the maps shrink as a whole, so a raw term that falls while its "
+        "scale-free version stays within noise is a drop of activation energy, not mimicry. The paired "
+        "cosine of each salient/redundant pair is set against the cosine of random channel pairs of the "
+        "same layer.\n\n"
         + f"Finding: {effect_summary(rows)}\n\n"
         + "\n\n".join(plain(line) for line in comp["text"])
     )

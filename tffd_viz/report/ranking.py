@@ -54,8 +54,8 @@ def _salient_share(scores: Tensor) -> float:
 def identical_criteria(names: Sequence[str], spearman: np.ndarray, tol: float = 1e-9) -> dict[str, list[str]]:
     """Group criteria that rank the channels identically (Spearman ρ = 1 with an earlier one).
 
-    After a ReLU, for instance, ``l1`` (mean |F|) and ``mean`` (mean F) are the same numbers, so their ρ with any
-    third criterion is the same too: the report shows one column for both.
+    After a ReLU, for instance, ``l1`` (mean |F|) and ``mean`` (mean F) are the same numbers, so their ρ with
+    any third criterion is the same too: the report shows one column for both.
 
     Returns
     -------
@@ -124,10 +124,10 @@ def ranking_section(ctx: ReportInputs) -> ReportSection:
         "spatially L2-normalised map) and pulls the redundant bottom half towards the salient top half, "
         f"pair by pair. In the deepest layer the salient half holds {share['A']:.1f} % of the total saliency "
         f"for A ({ctx.taps['A'][-1]}) and {share['B']:.1f} % for B ({ctx.taps['B'][-1]}).\n\n"
-        "The bars show the sorted saliency on this batch, on an axis that does not start at 0 (the annotation "
-        "gives the mean saliency of the salient half over that of the redundant half); the table and the "
-        "heatmap (B's deepest layer) show how well other channel importance criteria rank the channels the "
-        "same way (Spearman ρ)."
+        "The bars show the sorted saliency on this batch, on an axis that does not start at 0 (the "
+        "annotation gives the mean saliency of the salient half over that of the redundant half); the table "
+        "and the heatmap (B's deepest layer) show how well other channel importance criteria rank the "
+        "channels the same way (Spearman ρ)."
         + (
             f" Criteria that rank every layer identically share a column: {'; '.join(sorted(merged))}."
             if merged

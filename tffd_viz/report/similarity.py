@@ -92,10 +92,10 @@ def similarity_section(ctx: ReportInputs) -> ReportSection:
     ]
     intro = (
         "Cosine similarity between channels, each flattened over images and positions. The intra-layer loss "
-        "pulls each redundant channel towards its salient partner, but an MSE also falls when the maps shrink; "
-        "the paired cosine (scale-free) says whether the partners became more alike, and only against the "
-        "cosine of random channel pairs of the same layer (a paired cosine at the random-pair level means no "
-        f"pair structure). Whole {comp['split']} split, B − A against the noise:\n\n"
+        "pulls each redundant channel towards its salient partner, but an MSE also falls when the maps "
+        "shrink; the paired cosine (scale-free) says whether the partners became more alike, and only "
+        "against the cosine of random channel pairs of the same layer (a paired cosine at the random-pair "
+        f"level means no pair structure). Whole {comp['split']} split, B − A against the noise:\n\n"
         + "\n\n".join(lines)
         + "\n\nOn the sample batch the deepest layer's mean paired cosine is "
         f"{float(paired['A'][last['A']].mean()):.3f} for A and {float(paired['B'][last['B']].mean()):.3f} "
@@ -141,7 +141,10 @@ def cka_section(ctx: ReportInputs) -> ReportSection:
         plots.cka_reference_figure(
             comp["cka_ab"],
             comp["cka_seeds"],
-            title=f"Same layer of A and B against seed to seed, whole {comp['split']} split ({comp['n']} images)",
+            title=(
+                f"Same layer of A and B against seed to seed, whole {comp['split']} split "
+                f"({comp['n']} images)"
+            ),
         ),
     )
     cka_lines = [

@@ -5,14 +5,16 @@ Two families of measures, pure math on tensors (torch + numpy only) except in :m
 =========================================  ================================================================
 module                                     what it holds
 =========================================  ================================================================
-:mod:`tffd_viz.similarity.cka`             CKA (Kornblith et al. 2019) as pure functions on features and grams:
-                                           :func:`linear_cka`, :func:`rbf_cka`, :func:`cka`, the reference
-                                           colab's :func:`gram_linear`, :func:`gram_rbf`, :func:`center_gram`,
-                                           :func:`cka_from_grams`; debiased (HSIC_1) and feature-space forms
-:mod:`tffd_viz.similarity.minibatch`       :class:`MinibatchCKA`: linear CKA of every pair of layers from HSIC_1
-                                           summed over minibatches (Nguyen, Raghu and Kornblith 2021)
+:mod:`tffd_viz.similarity.cka`             CKA (Kornblith et al. 2019) as pure functions on features and
+                                           grams: :func:`linear_cka`, :func:`rbf_cka`, :func:`cka`, the
+                                           reference colab's :func:`gram_linear`, :func:`gram_rbf`,
+                                           :func:`center_gram`, :func:`cka_from_grams`; debiased (HSIC_1) and
+                                           feature-space forms
+:mod:`tffd_viz.similarity.minibatch`       :class:`MinibatchCKA`: linear CKA of every pair of layers from
+                                           HSIC_1 summed over minibatches (Nguyen, Raghu and Kornblith 2021)
 :mod:`tffd_viz.similarity.channels`        :func:`channel_cosine_matrix`, :func:`paired_channel_cosine`
-                                           (intra-Tf-FD's pairing), :func:`inter_layer_alignment` (inter-Tf-FD's)
+                                           (intra-Tf-FD's pairing), :func:`inter_layer_alignment`
+                                           (inter-Tf-FD's)
 :mod:`tffd_viz.similarity.layers`          the only part that runs models: :func:`layer_cka_matrices` (A vs A,
                                            B vs B, A vs B over images), :func:`channel_similarity_views`,
                                            :func:`inter_layer_alignments`

@@ -3,7 +3,8 @@
 :func:`channel_cosine_matrix` (every pair of channels of one map), :func:`paired_channel_cosine`
 (intra-Tf-FD's pairing of salient with redundant channels) and :func:`inter_layer_alignment` (inter-Tf-FD's
 pairing of a shallow with a deep map). Pure math on ``(N, C, H, W)`` tensors; running a model over images is
-:mod:`tffd_viz.similarity.layers`. A channel that is all zeros has cosine 0 with every channel, itself included.
+:mod:`tffd_viz.similarity.layers`. A channel that is all zeros has cosine 0 with every channel, itself
+included.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _checked_order(order: ArrayLike, c: int, shape: tuple[int, ...], device: tor
     t = torch.as_tensor(order)
     if t.dim() != 1 or t.shape[0] != c:
         raise TffdVizError(
-            f"order must be a 1-D permutation of the {c} channels of shape {shape}, got shape {tuple(t.shape)}"
+            f"order must be a 1-D permutation of the {c} channels of shape {shape}, got shape "
+            f"{tuple(t.shape)}"
         )
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TffdVizError(f"order must hold integer channel indices, got dtype {t.dtype}")
@@ -160,7 +162,8 @@ def inter_layer_alignment(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Te
     d = _check_feature_map(deep, "inter_layer_alignment (deep)")
     if s.shape[0] != d.shape[0]:
         raise TapError(
-            f"inter_layer_alignment: shallow {tuple(s.shape)} and deep {tuple(d.shape)} have different batch sizes"
+            f"inter_layer_alignment: shallow {tuple(s.shape)} and deep {tuple(d.shape)} have different batch "
+            "sizes"
         )
     dtype = torch.promote_types(s.dtype, d.dtype)
     s, d = s.to(dtype), d.to(device=s.device, dtype=dtype)

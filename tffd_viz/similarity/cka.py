@@ -4,8 +4,8 @@ Representations Revisited").
 :func:`linear_cka` and :func:`rbf_cka` compare two sets of features of the same ``n`` samples, ``x`` of shape
 ``(n, ...)`` and ``y`` of shape ``(n, ...)`` (flattened to ``(n, dx)`` and ``(n, dy)``), in float64. They
 restate the reference colab's ``gram_linear``, ``gram_rbf``, ``center_gram``, ``cka`` (here
-:func:`cka_from_grams`) and ``feature_space_linear_cka``; ``debiased=True`` uses the unbiased HSIC estimator of
-Song et al. (2012) (HSIC_1). These full-batch forms hold ``n x n`` matrices (or ``d x d`` for the linear
+:func:`cka_from_grams`) and ``feature_space_linear_cka``; ``debiased=True`` uses the unbiased HSIC estimator
+of Song et al. (2012) (HSIC_1). These full-batch forms hold ``n x n`` matrices (or ``d x d`` for the linear
 feature-space form), so callers cap ``n`` at :data:`FULL_BATCH_MAX_N`.
 
 Degenerate inputs never give a silent NaN: CKA with a side of zero variance (constant features over the
@@ -117,7 +117,8 @@ def _paired_matrices(x: ArrayLike, y: ArrayLike, max_n: int | None) -> tuple[tor
     n = xm.shape[0]
     if n < MIN_SAMPLES:
         raise TffdVizError(
-            f"CKA needs at least {MIN_SAMPLES} samples, got n = {n} (x shape {tuple(x.shape)}, y shape {tuple(y.shape)})"
+            f"CKA needs at least {MIN_SAMPLES} samples, got n = {n} (x shape {tuple(x.shape)}, y shape "
+            f"{tuple(y.shape)})"
         )
     if max_n is not None and n > max_n:
         raise TffdVizError(
@@ -395,7 +396,8 @@ LINEAR_CKA_FORMS: dict[str, Callable[[torch.Tensor, torch.Tensor, bool], tuple[f
 
 
 def _cheaper_linear_form(n: int, dx: int, dy: int) -> str:
-    """Return the linear CKA form with fewer multiply-adds: grams ``n^2 (dx + dy)`` vs features ``n (dx + dy)^2``."""
+    """Return the linear CKA form with fewer multiply-adds: grams ``n^2 (dx + dy)`` vs features
+    ``n (dx + dy)^2``."""
     return "feature" if (dx + dy) < n else "gram"
 
 

@@ -1,7 +1,7 @@
 """Models over images: layer x layer CKA of two models, and channel similarity views of one model.
 
-The only part of :mod:`tffd_viz.similarity` that runs models. :func:`layer_cka_matrices` runs two models over a
-set of images and returns the layer x layer CKA matrices A vs A, B vs B and A vs B, streaming
+The only part of :mod:`tffd_viz.similarity` that runs models. :func:`layer_cka_matrices` runs two models over
+a set of images and returns the layer x layer CKA matrices A vs A, B vs B and A vs B, streaming
 (:class:`~tffd_viz.similarity.minibatch.MinibatchCKA`) or full-batch (:data:`CKA_ESTIMATORS`).
 :func:`channel_similarity_views` and :func:`inter_layer_alignments` run a model over images and apply the
 channel measures of :mod:`tffd_viz.similarity.channels`.
@@ -136,12 +136,13 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: called after each batch of images."""
 
 CkaMatrices = dict[str, tuple[np.ndarray, list[str], list[str]]]
-"""``{"AvA": (matrix, names_a, names_a), "BvB": (matrix, names_b, names_b), "AvB": (matrix, names_a, names_b)}``."""
+"""``{"AvA": (matrix, names_a, names_a), "BvB": (matrix, names_b, names_b),
+"AvB": (matrix, names_a, names_b)}``."""
 
 
 def _cka_slices(n: int, batch_size: int) -> list[slice]:
-    """:func:`tffd_viz.features.batch_slices` of ``range(n)``, with a last slice under :data:`MIN_SAMPLES` rows
-    merged into the one before (HSIC_1 needs minibatches of at least 4)."""
+    """:func:`tffd_viz.features.batch_slices` of ``range(n)``, with a last slice under :data:`MIN_SAMPLES`
+    rows merged into the one before (HSIC_1 needs minibatches of at least 4)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < MIN_SAMPLES:
         raise TffdVizError(f"CKA batch_size must be an int >= {MIN_SAMPLES}, got {batch_size!r}")
     slices = batch_slices(n, batch_size)

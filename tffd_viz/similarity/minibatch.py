@@ -2,8 +2,8 @@
 
 :class:`MinibatchCKA` sums the unbiased HSIC_1 of Song et al. (2012) over minibatches (Nguyen, Raghu and
 Kornblith 2021, "Do wide and deep networks learn the same things?") for every pair of layers, with memory
-independent of the number of samples. It only does math on the features it is given; running models over images
-is :func:`tffd_viz.similarity.layers.layer_cka_matrices`.
+independent of the number of samples. It only does math on the features it is given; running models over
+images is :func:`tffd_viz.similarity.layers.layer_cka_matrices`.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ class MinibatchCKA:
             raise TffdVizError(
                 f"MinibatchCKA.update: the grams of feats_{side} overflow (features too large)"
             )
-        # Constant layers (zero up to the rounding of the mean subtraction), kept as a tensor: no sync per layer.
+        # Constant layers (zero up to the rounding of the mean subtraction), kept as a tensor: no sync per
+        # layer.
         varies = torch.stack(centred_norms) > _CONSTANT_RTOL * torch.stack(raw_norms)
         u = _centered_gram(stacked, unbiased=True).reshape(len(grams), m * m)
         return u, varies, m
@@ -158,8 +159,8 @@ class MinibatchCKA:
             t = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids).detach().cpu()
             if t.dim() != 1 or t.shape[0] != m or t.is_floating_point() or t.is_complex():
                 raise TffdVizError(
-                    f"MinibatchCKA.update: ids_{side} must be a 1-D integer array of the {m} minibatch sample "
-                    f"ids, got dtype {t.dtype} shape {tuple(t.shape)}"
+                    f"MinibatchCKA.update: ids_{side} must be a 1-D integer array of the {m} minibatch "
+                    f"sample ids, got dtype {t.dtype} shape {tuple(t.shape)}"
                 )
             checked.append(t.to(torch.int64))
         if len(checked) == 2 and not torch.equal(checked[0], checked[1]):

@@ -49,7 +49,8 @@ def augment_batch(
     padding : int
         Pixels added on each side; ``"reflect"`` needs ``padding < min(H, W)``.
     padding_mode : {"zeros", "reflect"}
-        ``"reflect"`` mirrors the border without repeating it (torchvision's ``Pad(p, padding_mode='reflect')``).
+        ``"reflect"`` mirrors the border without repeating it (torchvision's
+        ``Pad(p, padding_mode='reflect')``).
 
     Returns
     -------
@@ -123,7 +124,8 @@ def _random_resized_crop(
     flips: Tensor | None,
     cfg: TrainConfig,
 ) -> Tensor:
-    """torchvision's RandomResizedCrop (+ flip): from the files of a lazy folder, else from the in-memory images."""
+    """torchvision's RandomResizedCrop (+ flip): from the files of a lazy folder, else from the in-memory
+    images."""
     from tffd_viz.imagefolder import random_resized_crop_box
 
     if crops is None:

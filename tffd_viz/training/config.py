@@ -111,8 +111,8 @@ class TrainConfig:
         Under torchrun, average the channel saliency over ranks before ordering channels.
     eval_batch_size : int
     teacher : str or None
-        ``tffd_kd`` only: path of the teacher checkpoint (any format :func:`tffd_viz.checkpoints.load_checkpoint`
-        accepts; its sha256 goes into the card).
+        ``tffd_kd`` only: path of the teacher checkpoint (any format
+        :func:`tffd_viz.checkpoints.load_checkpoint` accepts; its sha256 goes into the card).
     lambda_kd, kd_temperature : float
         ``tffd_kd`` only: weight and temperature ``T`` of the logit KD term.
     """
@@ -297,7 +297,8 @@ def _spec_word(spec: object) -> tuple[bool, list | None]:
 
 
 def parse_stages(spec: str | Sequence[StageKey] | None) -> list[StageKey] | None:
-    """Parse ``"layer1,layer3"`` / ``"0,2"`` (or a list) into stage keys; None/``"all"`` -> None; ``"none"`` -> []."""
+    """Parse ``"layer1,layer3"`` / ``"0,2"`` (or a list) into stage keys; None/``"all"`` -> None;
+    ``"none"`` -> []."""
     is_word, value = _spec_word(spec)
     if is_word or spec is None:
         return value
@@ -307,7 +308,8 @@ def parse_stages(spec: str | Sequence[StageKey] | None) -> list[StageKey] | None
 
 
 def parse_pairs(spec: str | Sequence[Sequence[StageKey]] | None) -> list[tuple[StageKey, StageKey]] | None:
-    """Parse ``"0-1,0-2,1-2"`` or ``"layer1-layer3"`` (or a list of pairs); None/``"all"`` -> None; ``"none"`` -> []."""
+    """Parse ``"0-1,0-2,1-2"`` or ``"layer1-layer3"`` (or a list of pairs); None/``"all"`` -> None;
+    ``"none"`` -> []."""
     is_word, value = _spec_word(spec)
     if is_word or spec is None:
         return value

@@ -35,7 +35,8 @@ __all__ = [
 
 @dataclass
 class DistContext:
-    """This process's place in a run: ``world`` processes, this one ``rank`` (``local_rank`` on its machine)."""
+    """This process's place in a run: ``world`` processes, this one ``rank`` (``local_rank`` on its
+    machine)."""
 
     world: int = 1
     rank: int = 0
@@ -54,7 +55,8 @@ class DistContext:
 
 
 def launched_context() -> DistContext:
-    """The ranks ``torchrun`` set in the environment (one process without ``WORLD_SIZE`` > 1); no group yet."""
+    """The ranks ``torchrun`` set in the environment (one process without ``WORLD_SIZE`` > 1); no group
+    yet."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -73,7 +75,8 @@ def joined(ctx: DistContext, device: torch.device) -> DistContext:
 
 
 def averaged_saliency(f: Tensor) -> Tensor:
-    """Channel saliency (C,) of the local batch ``f`` (N, C, H, W) averaged over all ranks (``--sync-saliency``)."""
+    """Channel saliency (C,) of the local batch ``f`` (N, C, H, W) averaged over all ranks
+    (``--sync-saliency``)."""
     s = channel_saliency(f.detach()).float().contiguous()
     dist.all_reduce(s, op=dist.ReduceOp.SUM)
     return (s / dist.get_world_size()).to(f.dtype)
@@ -93,7 +96,8 @@ def out_of_time(
 
 
 def checked_rank_hashes(hashes: Sequence[str]) -> str:
-    """The one weight hash all ranks share; raise :class:`TffdVizError` listing each rank's when they differ."""
+    """The one weight hash all ranks share; raise :class:`TffdVizError` listing each rank's when they
+    differ."""
     if len(set(hashes)) != 1:
         listed = ", ".join(f"rank {r}: {h[:12]}" for r, h in enumerate(hashes))
         raise TffdVizError(

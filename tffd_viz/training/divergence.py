@@ -19,7 +19,8 @@ from tffd_viz.training.config import TrainConfig
 
 __all__ = ["diverged", "nonfinite_terms", "nonfinite_weights"]
 
-#: Order in which :func:`nonfinite_terms` names the quantities of one step (prefixes; tap names keep their order).
+#: Order in which :func:`nonfinite_terms` names the quantities of one step (prefixes; tap names keep their
+#: order).
 _TERM_ORDER: tuple[str, ...] = ("ce", "intra/", "inter/", "kd", "tffd_total", "loss")
 
 
@@ -49,8 +50,8 @@ _DIVERGENCE_REMEDIES: dict[str, Callable[[TrainConfig], str]] = {
 def nonfinite_terms(stats: dict[str, float], trained_on_tffd: bool) -> list[str]:
     """Names of the non-finite quantities of one :func:`~tffd_viz.training.step.train_step` (Python floats).
 
-    Checked: ``loss``, ``ce``, ``kd`` and, when the Tf-FD terms are trained on, ``tffd_total``, ``intra/*`` and
-    ``inter/*`` (a baseline's detached terms are only logged). Ordered as :data:`_TERM_ORDER`.
+    Checked: ``loss``, ``ce``, ``kd`` and, when the Tf-FD terms are trained on, ``tffd_total``, ``intra/*``
+    and ``inter/*`` (a baseline's detached terms are only logged). Ordered as :data:`_TERM_ORDER`.
     """
     checked = [
         k
@@ -118,8 +119,8 @@ def diverged(
         else "; this run had written no resume state yet"
     )
     return TrainingDiverged(
-        f"training diverged at epoch {epoch} step {step}/{steps_per_epoch}: {what}{before}. Nothing was saved "
-        f"from the non-finite weights{kept}. Usual remedy: {remedy}.",
+        f"training diverged at epoch {epoch} step {step}/{steps_per_epoch}: {what}{before}. Nothing was "
+        f"saved from the non-finite weights{kept}. Usual remedy: {remedy}.",
         epoch=epoch,
         step=step,
         term=term,

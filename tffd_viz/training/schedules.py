@@ -50,9 +50,10 @@ def _cosine(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-#: Schedule name -> ``(config, steps_per_epoch) -> (step -> lr factor)``: ``multistep`` multiplies by ``gamma``
-#: after each milestone epoch; ``onecycle`` ramps (cosine) from ``1/25`` to 1 over the first ``pct_start`` of the
-#: steps and anneals (cosine) to ``1e-4``; ``cosine`` warms up linearly for ``lr_warmup`` epochs, then a cosine to 0.
+#: Schedule name -> ``(config, steps_per_epoch) -> (step -> lr factor)``: ``multistep`` multiplies by
+#: ``gamma`` after each milestone epoch; ``onecycle`` ramps (cosine) from ``1/25`` to 1 over the first
+#: ``pct_start`` of the steps and anneals (cosine) to ``1e-4``; ``cosine`` warms up linearly for ``lr_warmup``
+#: epochs, then a cosine to 0.
 SCHEDULES: dict[str, Callable[[TrainConfig, int], Callable[[int], float]]] = {
     "multistep": _multistep,
     "onecycle": _onecycle,

@@ -1,8 +1,8 @@
 """The files of a training run: output paths, the resumable state, and the hash of a model's weights.
 
-After every epoch rank 0 writes ``<out>.resume.pt`` (``torch.save`` of plain tensors and values, read back with
-``weights_only=True``). A run resumes from it only when every option that changes the trained weights is the
-same as the saved run's (:func:`checked_resume_state`); the saved config's keys are :class:`TrainConfig`'s
+After every epoch rank 0 writes ``<out>.resume.pt`` (``torch.save`` of plain tensors and values, read back
+with ``weights_only=True``). A run resumes from it only when every option that changes the trained weights is
+the same as the saved run's (:func:`checked_resume_state`); the saved config's keys are :class:`TrainConfig`'s
 fields, so those stay as they are.
 """
 

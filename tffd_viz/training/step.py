@@ -1,8 +1,8 @@
 """One optimisation step, and the evaluations run after each epoch (test accuracy, probe saliency).
 
 A step is a single forward pass giving the logits and the stage taps (:func:`train_step`); the loss is
-``CE + warm * TfFD(taps).total`` (+ ``warm * lambda_kd * KD`` with a teacher), or plain CE with the Tf-FD terms
-computed detached, for logging only.
+``CE + warm * TfFD(taps).total`` (+ ``warm * lambda_kd * KD`` with a teacher), or plain CE with the Tf-FD
+terms computed detached, for logging only.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def memory_format(model: nn.Module) -> torch.memory_format:
-    """``torch.channels_last`` when the model's first 4-D weight is stored so, else ``torch.contiguous_format``."""
+    """``torch.channels_last`` when the model's first 4-D weight is stored so, else
+    ``torch.contiguous_format``."""
     w = next((p for p in model.parameters() if p.ndim == 4), None)
     if w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
         return torch.channels_last
@@ -183,7 +184,8 @@ def _significant(value: float, digits: int = 4) -> float:
 
 
 def probe_saliency(model: nn.Module, probe: Tensor, taps: Sequence[str]) -> dict[str, list[float]]:
-    """Per-channel :func:`~tffd_viz.losses.channel_saliency` of every tap on a probe batch (eval mode, no_grad).
+    """Per-channel :func:`~tffd_viz.losses.channel_saliency` of every tap on a probe batch
+    (eval mode, no_grad).
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""The frozen teacher of Tf-FD+ (``method="tffd_kd"``): loaded by the safe loader, giving logits of a batch."""
+"""The frozen teacher of Tf-FD+ (``method="tffd_kd"``): loaded by the safe loader, giving logits of a
+batch."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class Teacher:
     description: dict[str, Any]
 
     def logits(self, x01: Tensor, amp: torch.dtype | None) -> Tensor:
-        """Teacher logits (N, K) of images in [0, 1] (N, C, H, W), normalised with the teacher's statistics."""
+        """Teacher logits (N, K) of images in [0, 1] (N, C, H, W), normalised with the teacher's
+        statistics."""
         x = ((x01 - self.mean) / self.std).contiguous(memory_format=memory_format(self.model))
         with torch.no_grad(), autocast(x01.device, amp):
             return self.model(x).float()

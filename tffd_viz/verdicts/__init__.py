@@ -2,9 +2,10 @@
 
 Two models differ in every number one measures on them; most of those differences are what another seed,
 or another batch of images, would give as well. This package measures a model on a whole held-out split
-(:func:`model_measures`: the held-out Tf-FD terms of :mod:`tffd_viz.heldout`, raw and scale-free, the activation
-energy per stage, and channel cosines with their reference), and writes the "A vs B: what changed" table
-(:func:`what_changed`): per quantity the two values, their difference, the size of the noise and a verdict.
+(:func:`model_measures`: the held-out Tf-FD terms of :mod:`tffd_viz.heldout`, raw and scale-free, the
+activation energy per stage, and channel cosines with their reference), and writes the "A vs B: what changed"
+table (:func:`what_changed`): per quantity the two values, their difference, the size of the noise and a
+verdict.
 
 Noise references (each the size a difference must exceed, :data:`NOISE_SIGMAS` standard deviations of the
 difference of two single measurements):

@@ -41,7 +41,8 @@ def cka_diagonal(
 def seed_cka(
     models: Sequence[nn.Module], images: torch.Tensor, taps: Sequence[str] | None = None, **cka: Any
 ) -> dict[str, list[float]]:
-    """Seed-to-seed CKA: :func:`cka_diagonal` between every two of ``models`` (the seeds of one configuration).
+    """Seed-to-seed CKA: :func:`cka_diagonal` between every two of ``models`` (the seeds of one
+    configuration).
 
     Returns
     -------
@@ -68,7 +69,8 @@ def cka_rows(cka_ab: Mapping[str, float], seed_values: Mapping[str, Sequence[flo
     cka_ab : dict
         Layer -> CKA(A, B).
     seed_values : dict
-        Layer -> seed-to-seed CKAs (both configurations' pairs together); a layer without any has no reference.
+        Layer -> seed-to-seed CKAs (both configurations' pairs together); a layer without any has no
+        reference.
     """
     rows = []
     for layer, value in cka_ab.items():

@@ -15,9 +15,9 @@ def effect_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     """One paragraph on what B's Tf-FD did, written from :func:`what_changed` rows (the finding of a pair).
 
     It sorts the raw Tf-FD terms that B lowered beyond noise into those whose scale-free version is unchanged
-    within noise (a drop of activation energy) and those whose scale-free version fell too (a change of likeness
-    relative to scale), then names the scale-free measures that moved beyond noise (term / energy, paired −
-    random-pair cosine, inter-layer alignment, CKA) and the accuracy verdict.
+    within noise (a drop of activation energy) and those whose scale-free version fell too (a change of
+    likeness relative to scale), then names the scale-free measures that moved beyond noise (term / energy,
+    paired − random-pair cosine, inter-layer alignment, CKA) and the accuracy verdict.
     """
     by = {(r["quantity"], r["item"]): r for r in rows}
 

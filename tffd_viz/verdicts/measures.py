@@ -80,9 +80,9 @@ def channel_cosine_stats(
 
     Per batch and stage (channels flattened over images and positions; each batch ranks its own channels,
     as the loss does): ``paired`` = the mean cosine between each salient channel and its redundant partner
-    (:func:`tffd_viz.similarity.paired_channel_cosine`), ``random`` = :func:`random_pair_cosine` (the mean over
-    every pair of distinct channels), ``excess = paired - random``; per pair of stages ``alignment`` = the mean
-    :func:`tffd_viz.similarity.inter_layer_alignment`.
+    (:func:`tffd_viz.similarity.paired_channel_cosine`), ``random`` = :func:`random_pair_cosine` (the mean
+    over every pair of distinct channels), ``excess = paired - random``; per pair of stages ``alignment`` =
+    the mean :func:`tffd_viz.similarity.inter_layer_alignment`.
 
     Parameters
     ----------
@@ -171,7 +171,8 @@ def model_measures(
     Returns
     -------
     dict
-        ``{"heldout": heldout_terms entry, "cosine": channel_cosine_stats, "heldout_from": "card" | "computed"}``.
+        ``{"heldout": heldout_terms entry, "cosine": channel_cosine_stats,
+        "heldout_from": "card" | "computed"}``.
     """
     held = _card_heldout(card, split, len(dataset))
     source = "card"

@@ -57,7 +57,8 @@ def seed_noise(values_a: Sequence[float], values_b: Sequence[float], of_means: b
 
     ``size = NOISE_SIGMAS * sqrt(var_A + var_B)``, each variance over the seeds of one configuration (ddof 1);
     a configuration with fewer than two seeds takes the other's variance. With ``of_means`` the difference is
-    one of the means over the seeds: ``NOISE_SIGMAS * sqrt(var_A / n_A + var_B / n_B)`` (source ``"seed-mean"``).
+    one of the means over the seeds: ``NOISE_SIGMAS * sqrt(var_A / n_A + var_B / n_B)``
+    (source ``"seed-mean"``).
 
     Parameters
     ----------
@@ -206,7 +207,8 @@ def term_verdict(
 
 def lambda_text(card: Mapping[str, Any]) -> str:
     """A model's lambdas with their ratio to the paper's, e.g. ``"λ_intra 0.1 (125× the paper's 0.0008),
-    λ_inter 0.1 (200× the paper's 0.0005)"``; ``"no Tf-FD term (baseline)"`` for a model not trained on them."""
+    λ_inter 0.1 (200× the paper's 0.0005)"``; ``"no Tf-FD term (baseline)"`` for a model not trained on
+    them."""
     if card.get("method") == "baseline":
         return "no Tf-FD term (baseline)"
     parts = []

@@ -53,12 +53,13 @@ def pair_comparison(
     Returns
     -------
     dict
-        ``n_measured`` (the images the cosines and the CKA ran on), ``measures`` (``{"A": model_measures, "B": ...}``), ``seed_measures`` (per key, the model itself first),
-        ``cka_ab`` (:func:`cka_diagonal` over the whole split), ``cka_seeds`` (seed-to-seed CKAs of both
-        configurations together, per layer), ``rows`` (:func:`what_changed`) and ``text``
-        (:func:`what_changed_text`), ``seeds`` (number of seeds per key) and ``split``, ``n``; ``batch_rows``
-        (the same rows against the batch noise only) and ``mean_rows`` (the means over the seeds of each
-        configuration against the noise of a mean; empty unless both configurations ship two or more seeds).
+        ``n_measured`` (the images the cosines and the CKA ran on), ``measures``
+        (``{"A": model_measures, "B": ...}``), ``seed_measures`` (per key, the model itself first), ``cka_ab``
+        (:func:`cka_diagonal` over the whole split), ``cka_seeds`` (seed-to-seed CKAs of both configurations
+        together, per layer), ``rows`` (:func:`what_changed`) and ``text`` (:func:`what_changed_text`),
+        ``seeds`` (number of seeds per key) and ``split``, ``n``; ``batch_rows`` (the same rows against the
+        batch noise only) and ``mean_rows`` (the means over the seeds of each configuration against the noise
+        of a mean; empty unless both configurations ship two or more seeds).
     """
     if set(models) != {"A", "B"}:
         raise TffdVizError(f"pair_comparison needs models {{'A': ..., 'B': ...}}, got keys {sorted(models)}")
@@ -127,8 +128,9 @@ def pair_comparison_on(
     image_size: int | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """:func:`pair_comparison` on a split named by dataset (``load_dataset(dataset, root, image_size=image_size)
-    .split(split)``; ``image_size`` 224 is the lazily decoded image folder of the torchvision architectures)."""
+    """:func:`pair_comparison` on a split named by dataset
+    (``load_dataset(dataset, root, image_size=image_size).split(split)``; ``image_size`` 224 is the lazily
+    decoded image folder of the torchvision architectures)."""
     from tffd_viz.data import load_dataset
 
     return pair_comparison(
@@ -140,8 +142,8 @@ def noise_table(
     comparison: Mapping[str, Any],
     keys: Sequence[str] = ("intra", "intra_rel", "inter", "inter_rel", "energy"),
 ) -> list[dict[str, Any]]:
-    """Rows of :func:`pair_comparison` for some quantities, with the batch-noise and the seed-noise verdict side
-    by side (the same difference against the batch-to-batch spread and against the seed-to-seed spread).
+    """Rows of :func:`pair_comparison` for some quantities, with the batch-noise and the seed-noise verdict
+    side by side (the same difference against the batch-to-batch spread and against the seed-to-seed spread).
 
     Returns
     -------

@@ -117,8 +117,8 @@ def what_changed(
     cka_ab, cka_seeds : dict, optional
         :func:`cka_diagonal` of A vs B and the seed-to-seed CKAs (:func:`seed_cka`) for :func:`cka_rows`.
     of_means : bool
-        ``a`` and ``b`` are the means over ``seeds_a`` / ``seeds_b`` (:func:`seed_mean_measures`): the seed noise
-        is that of a difference of means (:func:`seed_noise` with ``of_means``).
+        ``a`` and ``b`` are the means over ``seeds_a`` / ``seeds_b`` (:func:`seed_mean_measures`): the seed
+        noise is that of a difference of means (:func:`seed_noise` with ``of_means``).
 
     Returns
     -------
@@ -185,14 +185,14 @@ def _beyond_row(row: Mapping[str, Any]) -> bool:
 
 
 def what_changed_text(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Markdown bullets written from :func:`what_changed` rows: each conclusion beyond noise, then a count of the
-    rest (never a conclusion that a row's verdict does not carry).
+    """Markdown bullets written from :func:`what_changed` rows: each conclusion beyond noise, then a count of
+    the rest (never a conclusion that a row's verdict does not carry).
 
     Returns
     -------
     list of str
-        One bullet per row beyond noise (``"**quantity, item**: A a, B b: verdict"``), then one bullet counting
-        the rows within noise by source, and one naming rows without a reference.
+        One bullet per row beyond noise (``"**quantity, item**: A a, B b: verdict"``), then one bullet
+        counting the rows within noise by source, and one naming rows without a reference.
     """
     lines = []
     within: dict[str, int] = {}

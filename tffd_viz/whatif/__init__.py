@@ -3,9 +3,10 @@
 From a starting model, :class:`WhatIf` runs three short fine-tunes from the *same* weights:
 
 * ``control``: plain cross-entropy (the Tf-FD terms at the chosen lambdas are computed, detached, and logged);
-* ``tffd``: cross-entropy plus the chosen lambda-weighted Tf-FD terms (no warm-up: the lambdas act from step 1);
-* ``control2``: plain cross-entropy on another batch order (``noise_seed``). Its distance from ``control`` is the
-  noise floor against which the Tf-FD arm's difference from ``control`` is read.
+* ``tffd``: cross-entropy plus the chosen lambda-weighted Tf-FD terms (no warm-up: the lambdas act from
+  step 1);
+* ``control2``: plain cross-entropy on another batch order (``noise_seed``). Its distance from ``control`` is
+  the noise floor against which the Tf-FD arm's difference from ``control`` is read.
 
 ``control`` and ``tffd`` draw the same batches and augmentations (one seeded generator each, same seed, with
 :func:`tffd_viz.train.epoch_draws` and :func:`tffd_viz.train.augment_batch`); every step is
@@ -15,9 +16,9 @@ peak lr). The arms advance together, step by step, so a run stopped early compar
 
 Before the first step and after the last, every arm is evaluated on a fixed held-out subset of the test split
 (:func:`tffd_viz.heldout.heldout_terms`: eval mode, accuracy and every Tf-FD term with its batch-to-batch
-spread, raw and divided by the activation energy of the maps it compares). :func:`compare_arms` turns those into
-one row per quantity, :func:`whatif_answer` states the answer in words and numbers and :func:`train_command` gives
-the ``tffd-viz train`` command line that trains with these settings for real.
+spread, raw and divided by the activation energy of the maps it compares). :func:`compare_arms` turns those
+into one row per quantity, :func:`whatif_answer` states the answer in words and numbers and
+:func:`train_command` gives the ``tffd-viz train`` command line that trains with these settings for real.
 
 The starting model is never modified: it is deep-copied once (hold its lock while constructing a
 :class:`WhatIf` from a model shared between threads) and each arm trains its own copy. On the CPU the rows are

@@ -47,13 +47,13 @@ def compare_arms(start: Mapping[str, Any], end: Mapping[str, Mapping[str, Any]])
     Returns
     -------
     list of dict
-        Rows for ``accuracy``, every intra term (``intra <tap>``), their mean over stages (``intra mean``), every
-        inter term and their mean, then the same for the relative terms (``scale = "relative"``). Keys: ``quantity``,
-        ``family`` (``accuracy``/``intra``/``inter``), ``term`` (tap, pair or ``mean``), ``scale``, ``start``,
-        ``control``, ``tffd``, ``control2``, ``control_std`` and ``tffd_std`` (batch-to-batch spread; None for means
-        and accuracy), ``change`` (``tffd - control``: percentage points for accuracy, else percent of
-        ``control``), ``noise`` (``|control2 - control|`` in the same unit) and ``beyond_noise``
-        (``|change| > noise``).
+        Rows for ``accuracy``, every intra term (``intra <tap>``), their mean over stages (``intra mean``),
+        every inter term and their mean, then the same for the relative terms (``scale = "relative"``). Keys:
+        ``quantity``, ``family`` (``accuracy``/``intra``/``inter``), ``term`` (tap, pair or ``mean``),
+        ``scale``, ``start``, ``control``, ``tffd``, ``control2``, ``control_std`` and ``tffd_std``
+        (batch-to-batch spread; None for means and accuracy), ``change`` (``tffd - control``: percentage
+        points for accuracy, else percent of ``control``), ``noise`` (``|control2 - control|`` in the same
+        unit) and ``beyond_noise`` (``|change| > noise``).
     """
     rows: list[dict[str, Any]] = []
 
@@ -133,8 +133,9 @@ def whatif_answer(result: Mapping[str, Any]) -> str:
     """The answer of a what-if in words and numbers, one line per quantity, then the train command.
 
     Lines: the setting; every term in the loss with a lambda > 0 (and the mean of its family), raw held-out
-    value of ``control`` and the Tf-FD arm with the change in percent and the noise floor, then the same relative
-    to the energy of the compared maps; held-out accuracy in points; the ``tffd-viz train`` command line.
+    value of ``control`` and the Tf-FD arm with the change in percent and the noise floor, then the same
+    relative to the energy of the compared maps; held-out accuracy in points; the ``tffd-viz train`` command
+    line.
 
     Parameters
     ----------
@@ -151,8 +152,8 @@ def whatif_answer(result: Mapping[str, Any]) -> str:
         f"After {result['step']} steps per arm (lr {s['lr']:g}, batch {s['batch_size']}, momentum "
         f"{s['momentum']:g}, weight decay {s['weight_decay']:g}), λ_intra {s['lambda_intra']:g} on "
         f"{', '.join(s['stages']) or 'no stage'}, λ_inter {s['lambda_inter']:g} on "
-        f"{', '.join(s['pairs']) or 'no pair'}; held-out: {result['start']['n']} test images, eval mode, ± = standard "
-        f"deviation over its {result['start']['batches']} batches."
+        f"{', '.join(s['pairs']) or 'no pair'}; held-out: {result['start']['n']} test images, eval mode, ± = "
+        f"standard deviation over its {result['start']['batches']} batches."
     ]
     shown: list[tuple[str, str]] = []
     for family, terms in (("intra", s["stages"]), ("inter", s["pairs"])):
@@ -196,7 +197,8 @@ def train_command(settings: Mapping[str, Any], out: str | None = None, data_root
     Parameters
     ----------
     settings : dict
-        :func:`whatif_settings` (its ``train_config``; else its recipe, arch, dataset, lambdas, stages, pairs).
+        :func:`whatif_settings` (its ``train_config``; else its recipe, arch, dataset, lambdas, stages,
+        pairs).
     out : str, optional
         ``--out`` (default ``runs/<dataset>_<arch>_<method>_li<λ>_le<λ>_s<seed>.safetensors``).
     data_root : str, optional

@@ -89,8 +89,8 @@ def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def whatif_html(rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    """One self-contained HTML page of a what-if: the answer, the comparison table, the curves and the held-out
-    figure (:mod:`tffd_viz.plots.whatif`), rendered by :func:`tffd_viz.report.render_html`."""
+    """One self-contained HTML page of a what-if: the answer, the comparison table, the curves and the
+    held-out figure (:mod:`tffd_viz.plots.whatif`), rendered by :func:`tffd_viz.report.render_html`."""
     import pandas as pd
 
     from tffd_viz.plots import whatif_curves_figure, whatif_heldout_figure

@@ -28,7 +28,8 @@ ARM_LABELS: dict[str, str] = {
     "tffd": "Tf-FD arm",
     "control2": "control, other batch order",
 }
-#: Default number of steps per dataset (a few seconds for digits/resnet8, about 30 s for CIFAR/resnet20 on 2 cores).
+#: Default number of steps per dataset (a few seconds for digits/resnet8, about 30 s for CIFAR/resnet20 on 2
+#: cores).
 DEFAULT_STEPS: dict[str, int] = {"digits": 100}
 FALLBACK_STEPS = 30
 #: Held-out images (a fixed subset of the test split; the whole split when it is smaller).
@@ -141,8 +142,9 @@ def whatif_settings(
     Parameters
     ----------
     card : dict or None
-        The starting model's card: ``hparams`` (the recipe it was trained with), ``recipe``, ``arch``, ``seed``.
-        Absent values come from the recipe (``card["recipe"]``, else ``digits`` for digits, else ``paper``).
+        The starting model's card: ``hparams`` (the recipe it was trained with), ``recipe``, ``arch``,
+        ``seed``. Absent values come from the recipe (``card["recipe"]``, else ``digits`` for digits, else
+        ``paper``).
     dataset : str
         The dataset the arms train on.
     config : WhatIfConfig
@@ -154,8 +156,8 @@ def whatif_settings(
     dict
         ``recipe``, ``arch``, ``dataset``, ``lambda_intra``, ``lambda_inter``, ``stages`` (tap names),
         ``pairs`` (``"a->b"``), ``steps``, ``lr``, ``recipe_lr``, ``batch_size``, ``momentum``, ``nesterov``,
-        ``weight_decay``, ``crop_padding``, ``padding_mode``, ``flip``, ``seed``, ``noise_seed``, ``heldout_n``
-        and ``train_config`` (the :class:`TrainConfig` of the equivalent real training run).
+        ``weight_decay``, ``crop_padding``, ``padding_mode``, ``flip``, ``seed``, ``noise_seed``,
+        ``heldout_n`` and ``train_config`` (the :class:`TrainConfig` of the equivalent real training run).
 
     Raises
     ------

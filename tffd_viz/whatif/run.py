@@ -31,9 +31,9 @@ from tffd_viz.whatif.config import ARMS, WhatIfConfig, heldout_subset, whatif_se
 
 
 def _draws(n: int, cfg: TrainConfig, seed: int) -> Iterator[tuple[Tensor, Tensor | None, Tensor | None]]:
-    """Batches ``(indices (b,), offsets (b, 2) or None, flips (b,) or None)`` as :func:`tffd_viz.train.train` draws
-    them: an epoch's permutation, crops and flips from one generator seeded with ``seed``, cut into consecutive
-    batches of ``cfg.batch_size`` (the last one of an epoch shorter), epoch after epoch."""
+    """Batches ``(indices (b,), offsets (b, 2) or None, flips (b,) or None)`` as :func:`tffd_viz.train.train`
+    draws them: an epoch's permutation, crops and flips from one generator seeded with ``seed``, cut into
+    consecutive batches of ``cfg.batch_size`` (the last one of an epoch shorter), epoch after epoch."""
     gen = torch.Generator().manual_seed(int(seed))
     while True:
         perm, offsets, flips = epoch_draws(n, cfg, gen)
@@ -196,8 +196,9 @@ class WhatIf:
         ------
         dict
             ``arm``, ``phase`` (``"train"``), ``step`` (from 1), ``lr``, ``ce``, ``loss``, ``tffd_total`` (the
-            lambda-weighted total; logged, not trained on, in the controls), ``intra_<tap>`` and ``inter_<a>-><b>``
-            (the unweighted terms in the loss, on the training batch, train-mode BatchNorm) and ``batch_acc`` (%).
+            lambda-weighted total; logged, not trained on, in the controls), ``intra_<tap>`` and
+            ``inter_<a>-><b>`` (the unweighted terms in the loss, on the training batch, train-mode BatchNorm)
+            and ``batch_acc`` (%).
         """
         todo = self.total_steps - self.step if steps is None else int(steps)
         self.start_heldout()
