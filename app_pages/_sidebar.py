@@ -25,6 +25,7 @@ from tffd_viz.devices import DEVICE_CHOICES, resolved_device
 from tffd_viz.errors import TffdVizError
 from tffd_viz.models import MODELS, default_taps, tap_names
 from tffd_viz.normalisation import accuracy_by_normalisation
+from tffd_viz.pairs import SHIPPED_PAIRS, available_pairs, pair_title
 from tffd_viz.plots import format_lambda
 from tffd_viz.recipes import PAPER_LAMBDA_INTER, PAPER_LAMBDA_INTRA
 
@@ -32,6 +33,7 @@ DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder")
 DEFAULT_A = "digits_resnet8_baseline_s0"
 DEFAULT_B = "digits_resnet8_tffd_s0"
 UPLOAD = "Upload a file ..."
+OWN_PAIR = "(the models below)"
 MAX_UPLOAD_MB = (
     200  # = server.maxUploadSize of .streamlit/config.toml (tests/test_app_robustness.py checks it)
 )
@@ -219,6 +221,43 @@ def upload_limit_caption() -> str:
     )
 
 
+def _apply_pair(pairs: dict[str, tuple[str, str]]) -> None:
+    """``on_change`` of the pair picker: point the URL at the chosen pair and its dataset, and forget the
+    model and dataset widgets' values so that they start from it."""
+    key = st.session_state["pair"]
+    if key not in pairs:
+        return
+    a, b = pairs[key]
+    st.query_params.update({"a": a, "b": b, "dataset": SHIPPED_PAIRS[key].dataset})
+    for widget in ("model-A", "model-B", "dataset"):
+        if widget in st.session_state:
+            del st.session_state[widget]
+
+
+def _pair_picker(shipped: list[tuple[str, dict, str]]) -> None:
+    """Offer the shipped baseline / Tf-FD pairs (:func:`tffd_viz.pairs.available_pairs`); picking one sets
+    models A and B and the dataset. It shows the pair A and B are now, or :data:`OWN_PAIR`."""
+    cards = {os.path.basename(p).removesuffix(".safetensors"): card for p, card, _ in shipped}
+    pairs = available_pairs(cards)
+    if not pairs:
+        return
+    now = (
+        st.session_state.get("model-A", query_param("a", DEFAULT_A)),
+        st.session_state.get("model-B", query_param("b", DEFAULT_B)),
+    )
+    st.session_state["pair"] = next((key for key, ab in pairs.items() if ab == now), OWN_PAIR)
+    st.sidebar.selectbox(
+        "Shipped pair",
+        [*pairs, OWN_PAIR],
+        key="pair",
+        format_func=lambda key: key if key == OWN_PAIR else pair_title(key, cards[pairs[key][0]]),
+        on_change=_apply_pair,
+        args=(pairs,),
+        help="A baseline and a Tf-FD model trained with the same recipe and seed (checkpoints/README.md); "
+        "picking one sets models A and B and the dataset.",
+    )
+
+
 def _model_picker(
     slot: str, shipped: list[tuple[str, dict, str]], default: str, device: str
 ) -> cache.ModelRef | None:
@@ -387,6 +426,7 @@ def sidebar() -> Selection | None:
     )
 
     shipped = [entry for folder in checkpoint_folders() for entry in cache.shipped_checkpoints(folder)]
+    _pair_picker(shipped)
     ref_a = _model_picker("A", shipped, DEFAULT_A, device)
     ref_b = _model_picker("B", shipped, DEFAULT_B, device)
     if ref_a is None or ref_b is None:

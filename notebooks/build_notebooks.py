@@ -500,7 +500,8 @@ NB02: list[Cell] = [
 
 A shipped pair, trained with the same recipe and seed: **A** with cross-entropy only, **B** with
 Tf-FD. By default the ResNet-8 pair on digits (`PAIR = "digits"`, no data needed); `"cifar10"` and
-`"cifar100"` pick the ResNet-20 pairs where their checkpoints and the CIFAR files are at hand. This
+`"cifar100"` pick the ResNet-20 pairs where the CIFAR files are at hand (for CIFAR-100 the paper's
+240-epoch pair once both runs have finished, else the 30-epoch `cpu30` pair: `tffd_viz.pairs`). This
 notebook measures both models on the same test images: channel rankings, channel similarity, CKA
 between layers, and linear probes.
 
@@ -519,6 +520,7 @@ from tffd_viz.embeddings import pca_embedding, pooled_embedding, probe_table
 from tffd_viz.features import batch_slices, confusion_matrix, extract_pair, predict_logits
 from tffd_viz.importance import channel_scores, rank_agreement, tap_rankings
 from tffd_viz.losses import salient_order
+from tffd_viz.pairs import default_pair
 from tffd_viz.similarity import MinibatchCKA, channel_cosine_matrix, paired_channel_cosine
 from tffd_viz.summary import card_table, disagreements
 from tffd_viz.terms import tffd_terms_on_batch
@@ -531,17 +533,12 @@ HELD_N = 120 if QUICK else None  # images of the test split for the noise refere
 ## The pair and the batch
 '''),
     ("code", '''
-PAIRS = {  # PAIR -> (model A, candidates for model B, first one present)
-    "digits": ("digits_resnet8_baseline_s0", ("digits_resnet8_tffd_s0", "digits_resnet8_tffd-paper_s0")),
-    "cifar10": ("cifar10_resnet20_baseline_s0", ("cifar10_resnet20_tffd_s0",)),
-    "cifar100": ("cifar100_resnet20_baseline_s0", ("cifar100_resnet20_tffd_s0",)),
-}
-name_a, names_b = PAIRS[PAIR]
-path_a = CKPT / f"{name_a}.safetensors"
-found = [CKPT / f"{name}.safetensors" for name in names_b if (CKPT / f"{name}.safetensors").is_file()]
-if not path_a.is_file() or not found:
-    raise FileNotFoundError(f"the shipped {PAIR} checkpoints are missing from {CKPT}: see checkpoints/README.md")
-path_b = found[0]
+# the shipped pair of PAIR's dataset (tffd_viz.pairs: for cifar100 the paper's 240-epoch pair where it ships,
+# else the cpu30 one); raises, naming the files, where none is at hand
+shipped = list_checkpoints(CKPT)
+pair_key, name_a, name_b = default_pair(PAIR, {p.stem: card for p, card in shipped})
+path_a, path_b = CKPT / f"{name_a}.safetensors", CKPT / f"{name_b}.safetensors"
+print(f"pair {pair_key}: A = {name_a}, B = {name_b}")
 model_a, card_a = load_checkpoint(path_a)
 model_b, card_b = load_checkpoint(path_b)
 A = "A · baseline"
@@ -572,7 +569,6 @@ difference counts only when it exceeds 2 standard deviations of the difference o
 (from the seeds; without seeds, from the batches of the split).
 '''),
     ("code", '''
-shipped = list_checkpoints(CKPT)
 others = {key: [load_checkpoint(p)[0] for p in seed_siblings(card, shipped) if p.resolve() != path.resolve()]
           for key, card, path in (("A", card_a, path_a), ("B", card_b, path_b))}
 test = load_dataset(card_a["dataset"], DATA_ROOT).test

@@ -72,15 +72,16 @@ CIFAR_FILES = {
 
 
 def cifar_pair(dataset: str) -> tuple[str, str]:
-    """The shipped resnet20 pair ``(baseline, tffd)`` of ``dataset`` (it must be shipped), or ``pytest.skip``
-    where the data is absent from ``CIFAR_ROOT``."""
-    pair = (f"{dataset}_resnet20_baseline_s0", f"{dataset}_resnet20_tffd_s0")
-    assert all(shipped(name) for name in pair), (
-        f"the shipped {dataset} pair {pair} is missing in {CHECKPOINTS}"
-    )
+    """The shipped resnet20 pair ``(baseline, tffd)`` the app and notebooks compare on ``dataset``
+    (:func:`tffd_viz.pairs.default_pair`: for cifar100 the paper's pair once finished, else ``cpu30``; one
+    must be shipped), or ``pytest.skip`` where the data is absent from ``CIFAR_ROOT``."""
+    from tffd_viz.checkpoints import list_checkpoints
+    from tffd_viz.pairs import default_pair
+
+    _, a, b = default_pair(dataset, {p.stem: card for p, card in list_checkpoints(CHECKPOINTS)})
     if not any((Path(CIFAR_ROOT) / f).exists() for f in CIFAR_FILES[dataset]):
         pytest.skip(f"no {dataset} files in {CIFAR_ROOT}")
-    return pair
+    return a, b
 
 
 def declared_pages() -> list[str]:

@@ -90,3 +90,39 @@ def test_no_shipped_card_or_table_holds_nan_or_infinity():
         pytest.skip(f"no checkpoints shipped in {folder}")
     for where, text in texts:
         strict_json(text, where)
+
+
+def _shipped_finished() -> list[Path]:
+    folder = Path(__file__).resolve().parents[1] / "checkpoints"
+    return [
+        p
+        for p in sorted(folder.glob("*.safetensors"))
+        if json.loads(p.with_suffix(".json").read_text()).get("completed", True) is not False
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("path", _shipped_finished(), ids=lambda p: p.stem)
+def test_card_accuracy_is_a_fresh_evaluation_at_the_card_precision(path: Path) -> None:
+    """``final_acc`` is the model's top-1 on the whole test split, measured as training measures it (eval
+    mode, autocast at the card's ``precision``, batches of its ``eval_batch_size``): re-measured here from the
+    shipped weights. Cards written before the card recorded ``eval_batch_size`` (the ``cpu30`` pairs, made by
+    an earlier version of the data and training code) may differ by one test image."""
+    import torch
+    from conftest import CIFAR_FILES, CIFAR_ROOT
+
+    from tffd_viz.data import load_dataset
+    from tffd_viz.training.step import evaluate_accuracy
+
+    model, card = load_checkpoint(path)
+    dataset = card["dataset"]
+    if dataset in CIFAR_FILES and not any((Path(CIFAR_ROOT) / f).exists() for f in CIFAR_FILES[dataset]):
+        pytest.skip(f"no {dataset} files in {CIFAR_ROOT}")
+    test = load_dataset(dataset, CIFAR_ROOT if dataset in CIFAR_FILES else None).test
+    amp = {"bf16": torch.bfloat16, "fp32": None}[card["precision"]]
+    fresh = evaluate_accuracy(model, test, card.get("eval_batch_size") or 512, "cpu", amp)
+    one_image = 100.0 / len(test)
+    tolerance = 1e-9 if "eval_batch_size" in card else one_image + 1e-9
+    assert abs(fresh - card["final_acc"]) <= tolerance, (path.name, fresh, card["final_acc"], len(test))
+    assert card["final_acc"] <= card["best_acc"]

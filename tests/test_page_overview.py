@@ -180,3 +180,23 @@ def test_an_untrained_model_gets_both_confusion_matrices_side_by_side(
     fig = next(f for f in chart_figures(at) if f.layout.title.text.startswith("Confusion matrices"))
     rows = np.nansum(np.asarray(fig.data[1].z, dtype=float), axis=1)
     assert np.allclose(rows[rows > 0], 100.0)  # % of each true class
+
+
+def test_the_pair_picker_sets_both_models_and_the_dataset(app_at, assert_app_ok):
+    from app_pages._sidebar import OWN_PAIR
+
+    at = app_at(n=16, b="digits_resnet8_tffd-paper_s0")
+    assert_app_ok(at)
+    assert at.sidebar.selectbox(key="pair").value == OWN_PAIR  # not the shipped digits pair's model B
+    at.sidebar.selectbox(key="pair").set_value("digits").run()
+    assert_app_ok(at)
+    assert at.selectbox(key="model-B").value == at.query_params["b"] == "digits_resnet8_tffd_s0"
+    assert _metric(at, "B: digits_resnet8_tffd_s0")
+    at.selectbox(key="model-B").set_value("digits_resnet8_tffd_s1").run()  # by hand: no shipped pair
+    assert at.sidebar.selectbox(key="pair").value == OWN_PAIR
+    at.sidebar.selectbox(key="pair").set_value("cifar10-cpu30").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="model-A").value == "cifar10_resnet20_baseline_s0"
+    assert at.selectbox(key="model-B").value == "cifar10_resnet20_tffd_s0"
+    assert at.selectbox(key="dataset").value == at.query_params["dataset"] == "cifar10"
+    assert at.sidebar.selectbox(key="pair").value == "cifar10-cpu30"

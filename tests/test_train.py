@@ -353,10 +353,16 @@ def test_stage_and_pair_selection_reach_the_loss() -> None:
         train(tiny(stages=["layer9"]))
 
 
-def test_bf16_precision_runs_finite() -> None:
-    model, card = train(tiny(precision="bf16", limit_train=64))
+def test_bf16_precision_runs_finite_and_the_card_says_how_accuracy_was_measured() -> None:
+    from tffd_viz.data import load_dataset
+    from tffd_viz.training.step import evaluate_accuracy
+
+    model, card = train(tiny(precision="bf16", limit_train=64, eval_batch_size=50))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert math.isfinite(card["history"][0]["ce"]) and card["precision"] == "bf16"
+    assert card["eval_batch_size"] == 50
+    fresh = evaluate_accuracy(model, load_dataset("digits").test, 50, "cpu", torch.bfloat16)
+    assert fresh == card["final_acc"] == card["history"][-1]["test_acc"]
 
 
 # --------------------------------------------------------------------------------------------------

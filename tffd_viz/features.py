@@ -5,10 +5,15 @@ where it is (normally on the CPU), moving one batch at a time to the model's dev
 app, notebooks and report can analyse thousands of images without holding every activation on
 the accelerator:
 
->>> feats = extract_features(model, images, pool="avg")        # doctest: +SKIP
->>> feats["layer3"].shape                                       # (N, C)  # doctest: +SKIP
->>> logits = predict_logits(model, images)                      # doctest: +SKIP
->>> accuracy(logits, labels)                                    # top-1 in %  # doctest: +SKIP
+>>> import torch
+>>> from tffd_viz.models import create_model
+>>> model, images = create_model("resnet8", num_classes=10), torch.randn(6, 3, 32, 32)
+>>> feats = extract_features(model, images, pool="avg", batch_size=4)   # tap -> (N, C)
+>>> {name: tuple(f.shape) for name, f in feats.items()}
+{'layer1': (6, 16), 'layer2': (6, 32), 'layer3': (6, 64)}
+>>> logits = predict_logits(model, images)                             # (N, K)
+>>> accuracy(logits, logits.argmax(1))                                 # top-1 in %
+100.0
 
 Models are never moved and never left in another mode: a model in training mode is switched to
 eval mode for the duration of a call and every module's previous mode is restored afterwards

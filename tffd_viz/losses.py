@@ -595,9 +595,15 @@ class TfFD(nn.Module):
 
     Examples
     --------
+    >>> import torch
     >>> loss_fn = TfFD()
-    >>> out = loss_fn({"layer1": f1, "layer2": f2, "layer3": f3})  # doctest: +SKIP
-    >>> loss = ce + warmup_weight(epoch, PAPER_WARMUP) * out.total  # doctest: +SKIP
+    >>> feats = {"layer1": torch.randn(4, 16, 32, 32), "layer2": torch.randn(4, 32, 16, 16),
+    ...          "layer3": torch.randn(4, 64, 8, 8)}
+    >>> out = loss_fn(feats)
+    >>> sorted(out.intra), sorted(out.inter)
+    (['layer1', 'layer2', 'layer3'], ['layer1->layer2', 'layer1->layer3', 'layer2->layer3'])
+    >>> ce = torch.tensor(2.3)
+    >>> loss = ce + warmup_weight(epoch=5, warmup=PAPER_WARMUP) * out.total   # a quarter of the way in
     """
 
     def __init__(

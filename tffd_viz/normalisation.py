@@ -9,8 +9,14 @@ Where a checkpoint does not say (no ``mean``/``std`` in its card: a bare state d
 ResNet) the statistics are a *guess* among :data:`NORMALISATIONS`; :func:`accuracy_by_normalisation`
 gives the batch accuracy under each choice so a wrong guess shows at once.
 
->>> norm = model_normalisation(card, bundle.mean, bundle.std, guess="imagenet")
->>> attach_input_normalisation(model, bundle.mean, bundle.std, norm.mean, norm.std)
+>>> from tffd_viz.models import create_model
+>>> data_mean, data_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)   # what the batch was normalised with
+>>> norm = model_normalisation({}, data_mean, data_std, guess="imagenet")   # its card does not say
+>>> norm.guessed, norm.mean
+(True, (0.485, 0.456, 0.406))
+>>> model = create_model("resnet20", num_classes=10)
+>>> attach_input_normalisation(model, data_mean, data_std, norm.mean, norm.std) is model.input_normalisation
+True
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ augmentation, one step, resume state, ranks, divergence, teacher) and :mod:`tffd
 their public names are importable from here.
 
 >>> from tffd_viz.train import config_from_recipe, train
->>> model, card = train(config_from_recipe("digits", method="tffd", epochs=2, out=None))  # doctest: +SKIP
+>>> model, card = train(config_from_recipe("digits", method="tffd", epochs=1, limit_train=128, out=None,
+...                                          quiet=True))
+>>> card["method"], card["epochs"], len(card["history"]), card["completed"]
+('tffd', 1, 1, True)
 """
 
 from __future__ import annotations
@@ -595,6 +598,7 @@ def _card(run: _Run, completed: bool) -> dict[str, Any]:
         "stages": list(run.stages),
         "world_size": run.ctx.world,
         "precision": cfg.precision,
+        "eval_batch_size": cfg.eval_batch_size,  # with precision: how final_acc / best_acc were measured
         "completed": completed,
         "classes": list(bundle.classes),
         **(

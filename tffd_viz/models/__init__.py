@@ -3,9 +3,12 @@
 torchvision's ``resnet18/34/50`` and ``mobilenet_v2`` (224x224 inputs, :mod:`tffd_viz.models.imagenet`) are in
 the zoo too.
 
+>>> import torch
 >>> from tffd_viz.models import create_model, extract_taps
 >>> model = create_model("resnet20", num_classes=100)
->>> taps = extract_taps(model, torch.randn(2, 3, 32, 32))   # layer1, layer2, layer3
+>>> taps = extract_taps(model, torch.randn(2, 3, 32, 32))
+>>> {name: tuple(t.shape) for name, t in taps.items()}
+{'layer1': (2, 16, 32, 32), 'layer2': (2, 32, 16, 16), 'layer3': (2, 64, 8, 8)}
 """
 
 from __future__ import annotations

@@ -26,10 +26,14 @@ deterministic: the same inputs give the same rows bit for bit.
 
 >>> from tffd_viz.checkpoints import load_checkpoint
 >>> from tffd_viz.data import load_dataset
->>> model, card = load_checkpoint("checkpoints/digits_resnet8_baseline_s0.safetensors")  # doctest: +SKIP
->>> w = WhatIf(model, load_dataset("digits"), WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0), card=card)
->>> rows = list(w.run())                       # 3 rows (one per arm) per step   # doctest: +SKIP
->>> print(whatif_answer(w.result()))                                             # doctest: +SKIP
+>>> model, card = load_checkpoint("checkpoints/digits_resnet8_baseline_s0.safetensors")   # from the repo root
+>>> config = WhatIfConfig(lambda_intra=1.0, lambda_inter=0.0, steps=2, heldout_n=64)
+>>> w = WhatIf(model, load_dataset("digits"), config, card=card)
+>>> rows = list(w.run())                       # one row per arm per step
+>>> [(row["arm"], row["step"]) for row in rows[:3]]
+[('control', 1), ('tffd', 1), ('control2', 1)]
+>>> print(whatif_answer(w.result()).splitlines()[-1])
+Train with these settings for real: tffd-viz train --recipe digits ... --lambda-intra 1 --lambda-inter 0 ...
 """
 
 from __future__ import annotations
