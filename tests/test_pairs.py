@@ -56,3 +56,13 @@ def test_every_dataset_has_a_shipped_pair_and_every_pair_a_dataset_default() -> 
         for same in ("recipe", "seed", "arch"):
             assert cards[a].get(same) == cards[b].get(same), (key, same)
     assert {key for keys in DEFAULT_PAIRS.values() for key in keys} == set(SHIPPED_PAIRS)
+
+
+def test_a_finished_run_ships_no_resume_state() -> None:
+    """A ``.resume.pt`` is shipped only while its run is in training (the next session continues it); once its
+    checkpoint is written as completed, the state is dead weight and must go."""
+    cards = {p.stem: card for p, card in list_checkpoints(CHECKPOINTS)}
+    for state in sorted(CHECKPOINTS.glob("*.resume.pt")):
+        stem = state.name.removesuffix(".resume.pt")
+        finished = stem in cards and cards[stem].get("completed") is not False
+        assert not finished, f"{state.name}: {stem} has finished; remove its resume state"
