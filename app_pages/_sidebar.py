@@ -221,6 +221,11 @@ def upload_limit_caption() -> str:
     )
 
 
+def _checkpoint_name(path: str) -> str:
+    """How the pickers name a shipped checkpoint: its file name without ``.safetensors``."""
+    return os.path.basename(path).removesuffix(".safetensors")
+
+
 def _apply_pair(pairs: dict[str, tuple[str, str]]) -> None:
     """``on_change`` of the pair picker: point the URL at the chosen pair and its dataset, and forget the
     model and dataset widgets' values so that they start from it."""
@@ -237,7 +242,7 @@ def _apply_pair(pairs: dict[str, tuple[str, str]]) -> None:
 def _pair_picker(shipped: list[tuple[str, dict, str]]) -> None:
     """Offer the shipped baseline / Tf-FD pairs (:func:`tffd_viz.pairs.available_pairs`); picking one sets
     models A and B and the dataset. It shows the pair A and B are now, or :data:`OWN_PAIR`."""
-    cards = {os.path.basename(p).removesuffix(".safetensors"): card for p, card, _ in shipped}
+    cards = {_checkpoint_name(p): card for p, card, _ in shipped}
     pairs = available_pairs(cards)
     if not pairs:
         return
@@ -261,7 +266,7 @@ def _pair_picker(shipped: list[tuple[str, dict, str]]) -> None:
 def _model_picker(
     slot: str, shipped: list[tuple[str, dict, str]], default: str, device: str
 ) -> cache.ModelRef | None:
-    names = [os.path.basename(p).removesuffix(".safetensors") for p, _, _ in shipped]
+    names = [_checkpoint_name(p) for p, _, _ in shipped]
     options = [*names, UPLOAD]
     if default not in names:
         # e.g. the chosen-lambda Tf-FD checkpoint is not trained yet: prefer one of the same method
