@@ -63,6 +63,9 @@ RUN_TIMEOUT_MS = 120_000
 loads both checkpoints; bench/app_latency.py measures the times)."""
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16_000
+SCREENSHOT_TIMEOUT_MS = 30_000
+SCREENSHOT_TRIES = 2
+"""Playwright screenshot tries (each bounded) before the DevTools capture (``screenshot_with_retries``)."""
 EMPTY_BY_DESIGN = ("What-if: training curves (press Run)",)
 """Titles of placeholder charts that hold no data on purpose (their message shows instead): the what-if page's
 curves before its first run."""
@@ -289,8 +292,64 @@ def save_screenshot(page, name: str) -> Path:
         page.wait_for_timeout(500)  # plotly re-lays out its charts on the resize
         wait_until_idle(page)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return screenshot_with_retries(page, path)
+
+
+def screenshot_with_retries(page, path: Path) -> Path:
+    """Write a full-page screenshot of ``page`` to ``path``: Playwright's capture, tried again when it times
+    out, then the DevTools protocol's ``Page.captureScreenshot``.
+
+    Playwright's capture waits for the renderer's next frames; on a loaded 2-core CI machine it once waited
+    past 120 s on a page that had finished (CI, the sweep page: "fonts loaded", then nothing). A timed-out try
+    is retried after the tab is brought to the front; the last resort asks chromium for the frame directly.
+    Only when every way fails does the test fail, naming each error.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    errors = []
+    for _ in range(SCREENSHOT_TRIES):
+        try:
+            page.screenshot(
+                path=str(path), full_page=True, animations="disabled", timeout=SCREENSHOT_TIMEOUT_MS
+            )
+            return path
+        except PlaywrightTimeoutError as err:
+            errors.append(str(err).splitlines()[0])
+            page.bring_to_front()
+            page.wait_for_timeout(1000)
+    try:
+        path.write_bytes(devtools_screenshot_png(page))
+        return path
+    except Exception as err:  # reported with the earlier errors
+        errors.append(f"Page.captureScreenshot: {err}")
+    raise AssertionError(f"no screenshot of {page.url} to {path}: {errors}")
+
+
+def devtools_screenshot_png(page) -> bytes:
+    """PNG bytes of the whole page from chromium's ``Page.captureScreenshot`` (no wait for the next frame)."""
+    import base64
+
+    session = page.context.new_cdp_session(page)
+    try:
+        height = int(page.evaluate(PAGE_HEIGHT_JS))
+        width = int(page.viewport_size["width"]) if page.viewport_size else VIEWPORT["width"]
+        shot = session.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {
+                    "x": 0,
+                    "y": 0,
+                    "width": width,
+                    "height": min(height, MAX_SCREENSHOT_HEIGHT),
+                    "scale": 1,
+                },
+            },
+        )
+    finally:
+        session.detach()
+    return base64.b64decode(shot["data"])
 
 
 def _page_id(p: dict) -> str:
