@@ -501,7 +501,7 @@ NB02: list[Cell] = [
 A shipped pair, trained with the same recipe and seed: **A** with cross-entropy only, **B** with
 Tf-FD. By default the ResNet-8 pair on digits (`PAIR = "digits"`, no data needed); `"cifar10"` and
 `"cifar100"` pick the ResNet-20 pairs where the CIFAR files are at hand (for CIFAR-100 the paper's
-240-epoch pair once both runs have finished, else the 30-epoch `cpu30` pair: `tffd_viz.pairs`). This
+240-epoch pair `paper240`, or the 30-epoch `cpu30` pair where only that one is at hand: `tffd_viz.pairs`). This
 notebook measures both models on the same test images: channel rankings, channel similarity, CKA
 between layers, and linear probes.
 

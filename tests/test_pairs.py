@@ -66,3 +66,23 @@ def test_a_finished_run_ships_no_resume_state() -> None:
         stem = state.name.removesuffix(".resume.pt")
         finished = stem in cards and cards[stem].get("completed") is not False
         assert not finished, f"{state.name}: {stem} has finished; remove its resume state"
+
+
+def test_the_paper_pair_ships_the_full_reference_run() -> None:
+    """Issue 15's pair: both runs trained the whole 240 epochs of ``RECIPES["paper"]`` (one history row per
+    epoch), completed, at one precision, with held-out terms; it is the CIFAR-100 default."""
+    from tffd_viz.recipes import RECIPES
+
+    cards = {p.stem: card for p, card in list_checkpoints(CHECKPOINTS)}
+    assert default_pair("cifar100", cards) == ("cifar100-paper240", PAPER_A, PAPER_B)
+    reference = {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPES["paper"].items()}
+    for stem, method in ((PAPER_A, "baseline"), (PAPER_B, "tffd")):
+        card = cards[stem]
+        assert card["method"] == method and card["recipe"] == "paper" and card["completed"] is True, stem
+        assert card["epochs"] == 240, stem
+        assert [row["epoch"] for row in card["history"]] == list(range(1, 241)), stem
+        assert card["hparams"] == reference, stem
+        assert card["history"][-1]["test_acc"] == card["final_acc"], stem
+        assert card["best_acc"] == max(row["test_acc"] for row in card["history"]), stem
+        assert card["heldout_terms"]["n"] == 10_000 and card["heldout_terms"]["batch_size"] == 500, stem
+    assert cards[PAPER_A]["precision"] == cards[PAPER_B]["precision"]

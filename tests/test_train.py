@@ -475,12 +475,13 @@ def test_resume_state_without_a_later_option_resumes_only_at_its_old_meaning(tmp
         )
 
 
-#: The resume states of the 240-epoch paper runs in progress (issue 15); removed once the runs have finished.
-PAPER240_STATES = sorted((ROOT / "checkpoints").glob("*paper240*.resume.pt"))
+#: The resume states of the shipped runs in progress (a long run continued across sessions, e.g. issue 15's
+#: paper240 pair); each is removed once its run has finished (``test_a_finished_run_ships_no_resume_state``).
+RUNS_IN_PROGRESS = sorted((ROOT / "checkpoints").glob("*.resume.pt"))
 
 
-@pytest.mark.skipif(not PAPER240_STATES, reason="no paper240 run in progress (its resume states are removed)")
-def test_the_paper240_runs_in_progress_still_resume_with_this_code(tmp_path: Path) -> None:
+@pytest.mark.skipif(not RUNS_IN_PROGRESS, reason="no shipped run in progress (no .resume.pt in checkpoints/)")
+def test_the_runs_in_progress_still_resume_with_this_code(tmp_path: Path) -> None:
     """The command that started each run, parsed by today's CLI, gives a config the saved state accepts
     (the check ``--resume`` makes); and the saved options are still options.
     Works on a copy: the states are never written."""
@@ -490,7 +491,7 @@ def test_the_paper240_runs_in_progress_still_resume_with_this_code(tmp_path: Pat
     from tffd_viz.training.state import _RESUME_ABSENT_MEANS, checked_resume_state
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for shipped in PAPER240_STATES:
+    for shipped in RUNS_IN_PROGRESS:
         path = tmp_path / shipped.name
         shutil.copyfile(shipped, path)
         state = torch.load(path, map_location="cpu", weights_only=True)

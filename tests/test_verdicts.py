@@ -329,9 +329,22 @@ def test_effect_summary_sorts_drops_into_energy_and_likeness() -> None:
     text = effect_summary(what_changed(a, b))
     assert text.startswith("B's intra term is lower beyond noise in 2 of 2")
     assert "in s only with the activation energy" in text and "in t also scale-free" in text
-    assert "no inter term is lower in B beyond noise" in text
+    assert "no raw inter term is lower in B beyond noise" in text
+    assert "intra term / energy: t lower" in text and "inter term / energy: within noise everywhere" in text
     assert "paired − random-pair cosine: within noise everywhere" in text
     assert "Accuracy: no difference." in text  # both 90 %
+
+
+def test_effect_summary_names_a_scale_free_drop_whose_raw_term_stays_inside_noise() -> None:
+    """The paper240 case: the raw term moves less than its noise, the term / energy more; the finding must say
+    so instead of "nothing lower"."""
+    a, b = _measures(1.0, 1.3, 0.77, std=0.05), _measures(0.95, 1.1, 0.86, std=0.05)  # raw Δ 0.05, rel Δ 0.2
+    rows = {r["quantity"]: r for r in what_changed(a, b)}
+    noise = NOISE_SIGMAS * math.hypot(0.05, 0.05)
+    assert abs(rows["intra term (raw)"]["B − A"]) < noise < abs(rows["intra term / energy"]["B − A"])
+    text = effect_summary(what_changed(a, b))
+    assert text.startswith("No raw intra term is lower in B beyond noise")
+    assert "intra term / energy: s lower" in text
 
 
 def test_seed_means_are_compared_against_the_noise_of_a_mean() -> None:
