@@ -10,7 +10,7 @@ from app_pages._ui import intro, show_figure, show_table
 from tffd_viz import plots
 from tffd_viz.features import prediction_summary
 from tffd_viz.normalisation import DATA_COPY_CAVEAT, trained_elsewhere
-from tffd_viz.summary import card_table, config_name, disagreements, seed_groups
+from tffd_viz.summary import card_table, disagreements, seed_groups, seed_spread_note
 from tffd_viz.tables import disagreement_rows, prediction_titles, seed_group_rows, seed_runs
 
 GALLERY_MAX = 32
@@ -79,8 +79,7 @@ if groups:
     st.subheader("Spread over seeds (shipped checkpoints)")
     st.caption(
         "Test accuracy from the cards of every configuration shipped with several seeds: grey dots are "
-        "the seeds, diamonds the mean ± sample standard deviation. A: "
-        f"{config_name(cards['A'])}; B: {config_name(cards['B'])}."
+        f"the seeds, diamonds the mean ± sample standard deviation. {seed_spread_note(groups, cards)}"
     )
     fig = cache.figure(plots.accuracy_seeds_figure, seed_runs(groups), title="Test accuracy over seeds")
     show_figure(fig, key="overview-seeds", name="accuracy_over_seeds")

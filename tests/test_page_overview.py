@@ -4,15 +4,16 @@ seeds, curves, uploads."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tffd_viz.checkpoints import list_checkpoints, load_checkpoint
+from tffd_viz.checkpoints import list_checkpoints, load_checkpoint, read_card
 from tffd_viz.data import sample_batch
 from tffd_viz.features import accuracy, predict_logits
-from tffd_viz.summary import seed_groups
+from tffd_viz.summary import seed_groups, seed_spread_note
 
 CKPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 
@@ -93,6 +94,14 @@ def test_overview_values_match_the_library(app_at, assert_app_ok, chart_figures)
         means = dict(zip(seeds.data[1].x, seeds.data[1].y))
         for g in groups:
             assert means[g["config"]] == pytest.approx(sum(g["accs"]) / len(g["accs"]))
+        # the caption says how many seeds stand behind A's and B's configurations (digits: 3 each)
+        caption = next(c.value for c in at.caption if "diamonds the mean" in c.value)
+        assert caption.endswith(
+            seed_spread_note(
+                groups, {k: read_card(Path(CKPT) / f"{m}.safetensors") for k, m in (("A", a), ("B", b))}
+            )
+        )
+        assert caption.count("(3 seeds shipped)") == 2, caption
 
 
 def test_overview_reacts_to_batch_size_and_model_switch(app_at, assert_app_ok):

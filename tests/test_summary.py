@@ -13,6 +13,7 @@ from tffd_viz.summary import (
     disagreements,
     markdown_table,
     seed_groups,
+    seed_spread_note,
 )
 
 
@@ -69,6 +70,22 @@ def test_seed_groups_mean_and_spread():
     assert abs(r["mean_acc"] - 97.0) < 1e-12
     assert abs(r["std_acc"] - statistics.stdev([97.0, 98.0, 96.0])) < 1e-12
     assert "λ" in config_name(cards[-1]) and "λ" not in config_name(cards[0])
+
+
+def test_seed_spread_note_counts_the_seeds_behind_each_compared_model():
+    base = {"dataset": "digits", "arch": "resnet8", "recipe": "digits"}
+    cards = [_card(**base, method="baseline", seed=s, final_acc=97.0 + s) for s in (0, 1, 2)]
+    single = _card(**base, method="tffd", lambda_intra=1.0, lambda_inter=0.1, seed=0, final_acc=99.0)
+    groups = seed_groups([(f"f{i}", c) for i, c in enumerate([*cards, single])])
+    note = seed_spread_note(groups, {"A": cards[1], "B": single})
+    assert note == (
+        f"A: {config_name(cards[1])} (3 seeds shipped); B: {config_name(single)} (no other seed shipped)."
+    )
+    alone = seed_spread_note(groups, {"A": single, "B": single})
+    assert alone.startswith(f"A: {config_name(single)} (no other seed shipped); B: ")
+    assert "Their seed-to-seed spread is not measured" in alone and alone.endswith(
+        "not for the models compared."
+    )
 
 
 def test_checkpoint_rows_and_markdown():

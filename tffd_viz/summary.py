@@ -156,6 +156,45 @@ def seed_groups(shipped: Shipped) -> list[dict]:
     return rows
 
 
+def seed_spread_note(groups: Sequence[Mapping[str, Any]], cards: Mapping[str, Mapping]) -> str:
+    """Say how many shipped seeds stand behind each compared model's configuration.
+
+    Parameters
+    ----------
+    groups : sequence of dict
+        :func:`seed_groups` rows (configurations shipped with at least two seeds).
+    cards : mapping
+        Label (``"A"``, ``"B"``) -> model card of a compared model.
+
+    Returns
+    -------
+    str
+        ``"A: <config> (3 seeds shipped); B: <config> (no other seed shipped)."``, followed, when neither
+        configuration has a second seed, by the warning that the spread shown belongs to other configurations.
+
+    Examples
+    --------
+    >>> card = {"dataset": "cifar100", "arch": "resnet20", "method": "baseline", "recipe": "paper"}
+    >>> print(seed_spread_note([], {"A": card}).split(". ")[0])
+    A: cifar100 resnet20 baseline paper (no other seed shipped)
+    """
+    seeds = {str(g["config"]): int(g["n"]) for g in groups}
+    counts = {label: seeds.get(config_name(card), 1) for label, card in cards.items()}
+    text = "; ".join(
+        f"{label}: {config_name(card)} "
+        + (f"({counts[label]} seeds shipped)" if counts[label] >= 2 else "(no other seed shipped)")
+        for label, card in cards.items()
+    )
+    if all(n < 2 for n in counts.values()):
+        whose = "Its" if len(cards) == 1 else "Their"
+        text += (
+            f". {whose} seed-to-seed spread is not measured: the configurations shown are the ones shipped "
+            "with several seeds, a scale of how far a seed alone moves accuracy for them, not for the models "
+            "compared"
+        )
+    return text + "."
+
+
 def _mean_of(per_key: Mapping | None) -> float | None:
     """The mean of a mapping's values that are not None (None when there are none)."""
     values = [v for v in (per_key or {}).values() if v is not None]
