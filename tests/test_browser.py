@@ -326,27 +326,13 @@ def screenshot_with_retries(page, path: Path) -> Path:
 
 
 def devtools_screenshot_png(page) -> bytes:
-    """PNG bytes of the whole page from chromium's ``Page.captureScreenshot`` (no wait for the next frame)."""
+    """PNG bytes of the viewport (already grown to the page by ``save_screenshot``) from chromium's
+    ``Page.captureScreenshot`` (no wait for the next frame)."""
     import base64
 
     session = page.context.new_cdp_session(page)
     try:
-        height = int(page.evaluate(PAGE_HEIGHT_JS))
-        width = int(page.viewport_size["width"]) if page.viewport_size else VIEWPORT["width"]
-        shot = session.send(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {
-                    "x": 0,
-                    "y": 0,
-                    "width": width,
-                    "height": min(height, MAX_SCREENSHOT_HEIGHT),
-                    "scale": 1,
-                },
-            },
-        )
+        shot = session.send("Page.captureScreenshot", {"format": "png"})
     finally:
         session.detach()
     return base64.b64decode(shot["data"])
